@@ -1,0 +1,83 @@
+"""The one contract every recall route implements.
+
+``route.recall(query, n)`` returns ``(ids, scores)``: two 1-D numpy arrays (int64 item indices, float32
+scores), best first, at most ``n`` long, never containing an item of ``query.exclude``.
+``route.explain(query, item)`` returns the evidence for one item (empty when the route would not find it);
+fusion calls it only for the final candidates, so recall itself stays cheap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+EMPTY_IDS = np.zeros(0, dtype=np.int64)
+EMPTY_SCORES = np.zeros(0, dtype=np.float32)
+
+
+@dataclass
+class Query:
+    """What a route gets: a user's history (item indices, oldest first), or a seed item, or a text."""
+
+    user: int = -1
+    history: np.ndarray = field(default_factory=lambda: EMPTY_IDS)
+    item: int = -1
+    text: str | None = None
+    exclude: np.ndarray = field(default_factory=lambda: EMPTY_IDS)
+
+    def seeds(self) -> np.ndarray:
+        """Items the query starts from: the seed item, else the history."""
+        return np.array([self.item], dtype=np.int64) if self.item >= 0 else self.history
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why a route found an item, in words and as data.
+
+    ``kind`` is one of: ``brand``, ``category``, ``co-occurrence``, ``vector``, ``text``, ``popular``.
+    ``via_item`` is the history/seed item the evidence goes through (-1 when none); ``via`` names the
+    node it goes through (a brand or category name); ``value`` is the figure behind it (co-occurrence
+    count, cosine similarity, popularity count, …).
+    """
+
+    route: str
+    kind: str
+    text: str
+    via_item: int = -1
+    via: str = ""
+    value: float = 0.0
+
+
+@runtime_checkable
+class Route(Protocol):
+    name: str
+
+    def recall(self, query: Query, n: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def explain(self, query: Query, item: int) -> list[Evidence]: ...
+
+
+class RouteUnavailable(Exception):
+    """Raised by a route's constructor when its input is missing (e.g. no item text); the engine skips it
+    and reports the reason."""
+
+
+def top_n(scores: np.ndarray, n: int, exclude: np.ndarray | None = None,
+          candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``n`` entries of a score vector (dense over items, or over ``candidates``), positive scores only,
+    excluded items dropped, best first; ties broken by the lower item index so results are deterministic."""
+    if candidates is None:
+        candidates = np.arange(len(scores), dtype=np.int64)
+    keep = scores > 0
+    if exclude is not None and len(exclude):
+        keep &= ~np.isin(candidates, exclude)
+    ids, sc = candidates[keep], scores[keep]
+    if n <= 0 or len(ids) == 0:
+        return EMPTY_IDS, EMPTY_SCORES
+    if len(ids) > n:
+        part = np.argpartition(-sc, n - 1)[:n]
+        # keep every item tied with the n-th score out of the cut decision: stable by index
+        ids, sc = ids[part], sc[part]
+    order = np.lexsort((ids, -sc))
+    return ids[order].astype(np.int64, copy=False), sc[order].astype(np.float32, copy=False)
