@@ -1,0 +1,129 @@
+"""Engine artifacts on disk: written to a temp dir and renamed into place, with a manifest of checksums.
+
+Layout of an artifact directory::
+
+    manifest.json            format, kgrec version, config, dataset fingerprint, sha256 of every file
+    catalog/<table>.npz      numeric columns and int edge arrays
+    catalog/<table>.json     string columns and id lists
+    ...                      whatever the engine adds (vectors, neighbour lists, index)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from graph_schema import SCHEMA
+from kgrec.catalog import Catalog, EdgeTable, NodeTable
+from kgrec.errors import ArtifactError
+from kgrec.ids import IdMap
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_atomic(target: str | os.PathLike, fill: Callable[[Path], dict]) -> Path:
+    """Create ``target`` as a directory: ``fill(tmpdir)`` writes the files and returns manifest fields; the
+    manifest (with checksums) is written last and the directory renamed into place. An existing ``target``
+    is replaced only once the new one is complete."""
+    target = Path(target).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        fields = fill(tmp)
+        files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        manifest = {"format": FORMAT, **fields, "files": files}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict:
+    """The manifest of an artifact directory, after checking every file against its checksum."""
+    path = Path(path)
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise ArtifactError(f"{path}: not a kgrec model directory (no {MANIFEST}); build one with `kgrec build`")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{mpath}: unreadable manifest ({e}); rebuild the model") from e
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: artifact format {manifest.get('format')} but this kgrec reads format "
+                            f"{FORMAT}; rebuild the model with this version")
+    if verify:
+        for name, digest in manifest.get("files", {}).items():
+            f = path / name
+            if not f.is_file():
+                raise ArtifactError(f"{path}: file {name} listed in the manifest is missing; the artifact is "
+                                    "incomplete, rebuild it")
+            if _sha256(f) != digest:
+                raise ArtifactError(f"{path}: file {name} does not match its checksum; the artifact is damaged, "
+                                    "rebuild it")
+    return manifest
+
+
+def save_catalog(catalog: Catalog, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"name": catalog.name}
+    for n in catalog.schema.nodes:
+        t = catalog.nodes[n.label]
+        strings = {p.name: list(t.props[p.name]) for p in n.properties if p.dtype == "object"}
+        (out / f"{n.label}.json").write_text(json.dumps({"ids": t.ids.ids, **strings}, ensure_ascii=False),
+                                             encoding="utf-8")
+        np.savez(out / f"{n.label}.npz", **{p.name: t.props[p.name] for p in n.properties if p.dtype != "object"})
+    for e in catalog.schema.edges:
+        t = catalog.edges[e.rel]
+        strings = {p.name: list(t.props[p.name]) for p in e.properties if p.dtype == "object"}
+        (out / f"{e.rel}.json").write_text(json.dumps(strings, ensure_ascii=False), encoding="utf-8")
+        np.savez(out / f"{e.rel}.npz", src=t.src, dst=t.dst,
+                 **{p.name: t.props[p.name] for p in e.properties if p.dtype != "object"})
+    (out / "catalog.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+def _obj(values: list) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
+
+
+def load_catalog(path: Path) -> Catalog:
+    meta = json.loads((path / "catalog.json").read_text(encoding="utf-8"))
+    nodes, edges = {}, {}
+    for n in SCHEMA.nodes:
+        js = json.loads((path / f"{n.label}.json").read_text(encoding="utf-8"))
+        with np.load(path / f"{n.label}.npz", allow_pickle=False) as z:
+            props = {k: z[k] for k in z.files}
+        props.update({k: _obj(v) for k, v in js.items() if k != "ids"})
+        nodes[n.label] = NodeTable(IdMap(js["ids"], kind=n.label), props)
+    for e in SCHEMA.edges:
+        js = json.loads((path / f"{e.rel}.json").read_text(encoding="utf-8"))
+        with np.load(path / f"{e.rel}.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        src, dst = arrays.pop("src"), arrays.pop("dst")
+        arrays.update({k: _obj(v) for k, v in js.items()})
+        edges[e.rel] = EdgeTable(src, dst, arrays)
+    return Catalog(nodes, edges, name=meta.get("name", "catalog"))

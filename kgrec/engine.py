@@ -1,0 +1,339 @@
+"""KGRec: the facade. build / save / load / recall / similar_items / search / explain.
+
+Thread safety: once built (or loaded), ``recall``, ``recall_ids``, ``similar_items``, ``search`` and
+``explain`` only read shared state and may be called from many threads at once. ``add_items`` and
+``save`` must not run concurrently with other calls.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from kgrec import __version__
+from kgrec.artifact import load_catalog, read_manifest, save_catalog, write_atomic
+from kgrec.catalog import Catalog
+from kgrec.config import EngineConfig
+from kgrec.errors import ArtifactError, ConfigError
+from kgrec.fusion import Candidate, RouteHit, fuse
+from kgrec.graph import KnowledgeGraph
+from kgrec.routes.base import Evidence, Query, RouteUnavailable
+
+log = logging.getLogger("kgrec.engine")
+
+
+@dataclass
+class Histories:
+    """Training interactions: each user's items in order (oldest first) and the users × items matrix."""
+
+    indptr: np.ndarray
+    items: np.ndarray
+    matrix: sp.csr_matrix
+
+    @classmethod
+    def from_arrays(cls, user: np.ndarray, item: np.ndarray, seq: np.ndarray, n_users: int,
+                    n_items: int) -> Histories:
+        user, item, seq = (np.asarray(a, np.int64) for a in (user, item, seq))
+        order = np.lexsort((seq, user))
+        counts = np.bincount(user, minlength=n_users)
+        indptr = np.r_[0, np.cumsum(counts)].astype(np.int64)
+        matrix = sp.csr_matrix((np.ones(len(user), np.float32), (user, item)), shape=(n_users, n_items))
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        return cls(indptr, item[order], matrix)
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog) -> Histories:
+        t = catalog.interactions
+        return cls.from_arrays(t.src, t.dst, t.props["seq"], catalog.n_users, catalog.n_items)
+
+    def of(self, user: int) -> np.ndarray:
+        """The user's distinct items, oldest first (a repeated item keeps its latest position)."""
+        h = self.items[self.indptr[user]:self.indptr[user + 1]]
+        if len(h) < 2:
+            return h
+        _, last = np.unique(h[::-1], return_index=True)
+        return h[np.sort(len(h) - 1 - last)]
+
+
+def _head_mask(matrix: sp.csr_matrix, share: float = 0.2) -> np.ndarray:
+    from kgrec.eval import popularity_head
+
+    return popularity_head(matrix, share)
+
+
+class KGRec:
+    def __init__(self, kg: KnowledgeGraph, config: EngineConfig, train: Histories, routes: dict,
+                 skipped: dict[str, str], vectors: np.ndarray | None, encoder=None) -> None:
+        self.kg = kg
+        self.catalog = kg.catalog
+        self.config = config
+        self.train = train
+        self.routes = routes
+        self.skipped = skipped
+        self.vectors = vectors
+        self.encoder = encoder
+        self.is_head = _head_mask(train.matrix)
+        self.timings: dict[str, float] = {}
+
+    # --- building ----------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, kg: KnowledgeGraph | Catalog, config: EngineConfig | None = None,
+              train: Histories | None = None) -> KGRec:
+        """Build every configured route. ``train`` defaults to all interactions of the graph; pass a split's
+        training part for honest evaluation."""
+        if isinstance(kg, Catalog):
+            kg = KnowledgeGraph(kg)
+        config = config or EngineConfig()
+        if kg.catalog.n_items == 0:
+            raise ConfigError("the catalog has no items; load a catalog with at least one item first")
+        train = train or Histories.from_catalog(kg.catalog)
+        timings: dict[str, float] = {}
+        vectors, encoder, text_reason = None, None, None
+        if {"ann", "text"} & set(config.routes):
+            t0 = time.perf_counter()
+            vectors, encoder, text_reason = _text_vectors(kg.catalog, config)
+            timings["encode"] = time.perf_counter() - t0
+        routes, skipped = _make_routes(kg, config, train, vectors, encoder, text_reason, timings)
+        engine = cls(kg, config, train, routes, skipped, vectors, encoder)
+        engine.timings = timings
+        return engine
+
+    # --- queries -----------------------------------------------------------------------------------
+    def _n(self, k: int) -> int:
+        return max(self.config.candidates_per_route, 2 * k)
+
+    @staticmethod
+    def _check_k(k: int) -> int:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+            raise ConfigError(f"k={k!r}: ask for a positive whole number of candidates")
+        return int(k)
+
+    def user_query(self, user: int) -> Query:
+        hist = self.train.of(user) if user >= 0 else np.zeros(0, np.int64)
+        return Query(user=user, history=hist, exclude=hist)
+
+    def _run(self, query: Query, k: int, route_names) -> tuple[np.ndarray, np.ndarray, dict]:
+        n = self._n(k)
+        results = {name: self.routes[name].recall(query, n) for name in route_names if name in self.routes}
+        return fuse(results, k, self.config.fusion, self.is_head)
+
+    def _candidates(self, query: Query, ids, scores, hits, explain: bool) -> list[Candidate]:
+        out = []
+        ext = self.catalog.items
+        for i, s in zip(ids.tolist(), scores.tolist()):
+            found = hits.get(i, {})
+            ev: list[Evidence] = []
+            if explain:
+                for route in found:
+                    ev.extend(self.routes[route].explain(query, i))
+            out.append(Candidate(ext.external(i), s, found, ev, item=i))
+        return out
+
+    def recall(self, user_id: str, k: int = 100, *, explain: bool = True,
+               routes: tuple[str, ...] | None = None) -> list[Candidate]:
+        """Up to ``k`` unseen items for a user, best first, each with the routes that found it and why.
+
+        An unknown user (or one with no training history) gets popular items; their evidence says so.
+        """
+        k = self._check_k(k)
+        u = self.catalog.users.get(str(user_id))
+        query = self.user_query(u)
+        if len(query.history) == 0:
+            return self._cold_user(query, k, explain, known=u >= 0)
+        ids, scores, hits = self._run(query, k, routes or self.routes.keys())
+        return self._candidates(query, ids, scores, hits, explain)
+
+    def _cold_user(self, query: Query, k: int, explain: bool, known: bool) -> list[Candidate]:
+        route = self.routes["popular"]
+        ids, scores = route.recall(query, k)
+        hits = {i: {"popular": RouteHit(r, float(s))} for r, (i, s) in enumerate(zip(ids.tolist(), scores.tolist()))}
+        cands = self._candidates(query, ids, scores, hits, explain)
+        note = "user has no history: " if known else "unknown user: "
+        for c in cands:
+            c.evidence = [Evidence(e.route, e.kind, note + e.text, e.via_item, e.via, e.value) for e in c.evidence]
+        return cands
+
+    def recall_ids(self, users: np.ndarray, k: int, routes: tuple[str, ...] | None = None) -> np.ndarray:
+        """Batch form for evaluation: internal user indices → ``(len(users), k)`` item indices, -1 padded."""
+        k = self._check_k(k)
+        out = np.full((len(users), k), -1, np.int64)
+        names = tuple(routes or self.routes.keys())
+        for row, u in enumerate(np.asarray(users).tolist()):
+            query = self.user_query(u)
+            if len(query.history) == 0:
+                ids = self.routes["popular"].recall(query, k)[0]
+            elif len(names) == 1:
+                ids = self.routes[names[0]].recall(query, k)[0]
+            else:
+                ids = self._run(query, k, names)[0]
+            out[row, :len(ids)] = ids[:k]
+        return out
+
+    def similar_items(self, item_id: str, k: int = 20, *, explain: bool = True,
+                      routes: tuple[str, ...] = ("itemcf", "kg", "ann")) -> list[Candidate]:
+        """Items related to one item, by co-occurrence, shared brand/category and vector similarity."""
+        k = self._check_k(k)
+        i = self.catalog.items.index(str(item_id))
+        query = Query(item=i, exclude=np.array([i], np.int64))
+        ids, scores, hits = self._run(query, k, [r for r in routes if r in self.routes])
+        return self._candidates(query, ids, scores, hits, explain)
+
+    def search(self, text: str, k: int = 20, *, user_id: str | None = None, explain: bool = True) -> list[Candidate]:
+        """Items matching a free-text query (optionally excluding what ``user_id`` already has)."""
+        k = self._check_k(k)
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError("search text is empty; give a few words describing the item")
+        if "text" not in self.routes:
+            raise ConfigError(f"text search is not available: {self.skipped.get('text', 'route not configured')}")
+        u = self.catalog.users.get(str(user_id)) if user_id is not None else -1
+        base = self.user_query(u)
+        query = Query(user=u, history=base.history, text=text, exclude=base.exclude)
+        ids, scores, hits = self._run(query, k, ("text",))
+        return self._candidates(query, ids, scores, hits, explain)
+
+    def explain(self, user_id: str, item_id: str) -> list[Evidence]:
+        """Every route's evidence linking a user's history to one item (empty when no route links them)."""
+        u = self.catalog.users.index(str(user_id))
+        i = self.catalog.items.index(str(item_id))
+        query = self.user_query(u)
+        out: list[Evidence] = []
+        for name, route in self.routes.items():
+            if name != "popular":
+                out.extend(route.explain(query, i))
+        return out
+
+    # --- persistence -------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the engine to ``path`` atomically (temp dir, then rename) with a checksummed manifest."""
+
+        def fill(tmp: Path) -> dict:
+            save_catalog(self.catalog, tmp / "catalog")
+            m = self.train.matrix
+            np.savez(tmp / "train.npz", indptr=self.train.indptr, items=self.train.items,
+                     m_indptr=m.indptr, m_indices=m.indices, shape=np.array(m.shape))
+            if self.vectors is not None:
+                np.save(tmp / "vectors.npy", self.vectors)
+            if "itemcf" in self.routes:
+                sp.save_npz(tmp / "itemcf_sim.npz", self.routes["itemcf"].sim)
+            return {
+                "kgrec_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "python": platform.python_version(),
+                "config": self.config.to_dict(),
+                "dataset": {"name": self.catalog.name, "fingerprint": self.catalog.fingerprint(),
+                            "counts": self.catalog.counts()},
+                "routes": list(self.routes),
+                "skipped": self.skipped,
+                "timings": self.timings,
+            }
+
+        return write_atomic(path, fill)
+
+    @classmethod
+    def load(cls, path: str | Path) -> KGRec:
+        """Load an engine saved by :meth:`save`; a damaged, partial or foreign artifact is refused."""
+        path = Path(path)
+        manifest = read_manifest(path)
+        if manifest.get("kgrec_version") != __version__:
+            raise ArtifactError(f"{path}: built by kgrec {manifest.get('kgrec_version')}, this is {__version__}; "
+                                "rebuild the model with `kgrec build`")
+        try:
+            config = EngineConfig.from_dict(manifest["config"])
+            catalog = load_catalog(path / "catalog")
+            with np.load(path / "train.npz") as z:
+                shape = tuple(int(x) for x in z["shape"])
+                m = sp.csr_matrix((np.ones(len(z["m_indices"]), np.float32), z["m_indices"], z["m_indptr"]), shape=shape)
+                train = Histories(z["indptr"], z["items"], m)
+            vectors = np.load(path / "vectors.npy") if (path / "vectors.npy").exists() else None
+            sim = sp.load_npz(path / "itemcf_sim.npz") if (path / "itemcf_sim.npz").exists() else None
+        except (OSError, KeyError, ValueError) as e:
+            raise ArtifactError(f"{path}: cannot read the artifact ({e}); rebuild it") from e
+        kg = KnowledgeGraph(catalog)
+        encoder = None
+        if vectors is not None and "text" in config.routes:
+            from kgrec.text import make_encoder
+
+            encoder = make_encoder(config.encoder)
+        routes, skipped = _make_routes(kg, config, train, vectors, encoder, None, {}, itemcf_sim=sim)
+        return cls(kg, config, train, routes, skipped, vectors, encoder)
+
+
+# --- route construction ----------------------------------------------------------------------------
+def _text_vectors(catalog: Catalog, config: EngineConfig):
+    from kgrec.text import encode_cached, item_texts, make_encoder
+
+    texts = item_texts(catalog, fields=config.text_fields, max_chars=config.text_max_chars)
+    if not any(t.strip() for t in texts):
+        return None, None, "items carry no title, brand, category or description text"
+    encoder = make_encoder(config.encoder)
+    if config.cache_dir:
+        vectors = encode_cached(encoder, texts, config.cache_dir)
+    else:
+        vectors = encoder.encode(texts)
+    return np.ascontiguousarray(vectors, np.float32), encoder, None
+
+
+def _make_routes(kg: KnowledgeGraph, config: EngineConfig, train: Histories, vectors, encoder,
+                 text_reason: str | None, timings: dict, itemcf_sim=None) -> tuple[dict, dict[str, str]]:
+    from kgrec.routes.ann import AnnRoute, TextRoute
+    from kgrec.routes.itemcf import ItemCFRoute
+    from kgrec.routes.kg import KGRoute
+    from kgrec.routes.popular import PopularRoute
+
+    R = train.matrix
+    routes: dict = {}
+    skipped: dict[str, str] = {}
+    index = None
+    titles = _titles(kg.catalog)
+    wanted = list(config.routes)
+    if "popular" not in wanted:
+        wanted.append("popular")  # the fallback for users without history is always there
+    for name in wanted:
+        t0 = time.perf_counter()
+        try:
+            if name == "itemcf":
+                if R.nnz == 0:
+                    raise RouteUnavailable("no training interactions")
+                routes[name] = ItemCFRoute(kg, R, sim=itemcf_sim, **config.itemcf) if itemcf_sim is not None \
+                    else ItemCFRoute(kg, R, **config.itemcf)
+            elif name == "kg":
+                routes[name] = KGRoute(kg, R, **config.kg)
+            elif name in ("ann", "text"):
+                if vectors is None:
+                    raise RouteUnavailable(text_reason or "no item vectors")
+                if index is None:
+                    from kgrec.index import make_index
+
+                    index = make_index(vectors, kind=config.index)
+                if name == "ann":
+                    routes[name] = AnnRoute(vectors, index, titles, **config.ann)
+                else:
+                    if encoder is None:
+                        raise RouteUnavailable("no text encoder")
+                    routes[name] = TextRoute(encoder, vectors, index)
+            elif name == "popular":
+                routes[name] = PopularRoute(kg, R, **config.popular)
+        except RouteUnavailable as e:
+            skipped[name] = str(e)
+            log.warning("route %s skipped: %s", name, e)
+        timings[f"route:{name}"] = time.perf_counter() - t0
+    return routes, skipped
+
+
+def _titles(catalog: Catalog) -> np.ndarray:
+    from graph_schema import ITEM
+
+    titles = catalog.nodes[ITEM].props["title"]
+    ids = catalog.items.ids
+    return np.array([t if t else ids[i] for i, t in enumerate(titles)], dtype=object)
+
+
+def describe(engine: KGRec) -> str:
+    return json.dumps({"routes": list(engine.routes), "skipped": engine.skipped}, indent=2)

@@ -1,0 +1,173 @@
+"""Merge route results into one ranked candidate list.
+
+Modes: reciprocal-rank fusion (``rrf``: ``sum_r w_r / (rrf_k + rank_r)``) or weighted scores (``weighted``:
+each route's scores divided by its best score, then ``sum_r w_r * s_r``). After ranking, per-route quotas
+(the top ``q`` items of a route are guaranteed a slot) and a tail quota (a share of the ``k`` slots reserved
+for items outside the popular head) are enforced by evicting the lowest-ranked unprotected items.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kgrec.errors import ConfigError
+from kgrec.routes.base import Evidence
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    mode: str = "rrf"
+    weights: Mapping[str, float] = field(default_factory=dict)  # missing route → 1.0
+    rrf_k: float = 60.0
+    quotas: Mapping[str, int] = field(default_factory=dict)  # route → guaranteed slots
+    tail_quota: float = 0.0  # share of k reserved for items outside the popular head
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("rrf", "weighted"):
+            raise ConfigError(f"fusion mode {self.mode!r}: use 'rrf' or 'weighted'")
+        if not 0.0 <= self.tail_quota <= 1.0:
+            raise ConfigError(f"tail_quota={self.tail_quota}: use a share between 0 and 1")
+        if self.rrf_k <= 0:
+            raise ConfigError(f"rrf_k={self.rrf_k}: must be > 0")
+        for r, w in self.weights.items():
+            if not math.isfinite(w) or w < 0:
+                raise ConfigError(f"fusion weight for route {r!r} is {w}: use a finite number ≥ 0")
+        for r, q in self.quotas.items():
+            if q < 0:
+                raise ConfigError(f"quota for route {r!r} is {q}: use a count ≥ 0")
+
+    def weight(self, route: str) -> float:
+        return float(self.weights.get(route, 1.0))
+
+    def replace(self, **kw) -> FusionConfig:
+        from dataclasses import replace
+
+        return replace(self, **kw)
+
+
+@dataclass(frozen=True)
+class RouteHit:
+    """Where one route placed a candidate: rank (0 = best) and the route's own score."""
+
+    rank: int
+    score: float
+
+
+@dataclass
+class Candidate:
+    """One recalled item: its external id, fused score, the routes that found it, and why."""
+
+    item_id: str
+    score: float
+    routes: dict[str, RouteHit]
+    evidence: list[Evidence] = field(default_factory=list)
+    item: int = -1  # internal index
+
+    def to_dict(self) -> dict:
+        return {
+            "item_id": self.item_id,
+            "score": round(float(self.score), 6),
+            "routes": {r: {"rank": h.rank, "score": round(float(h.score), 6)} for r, h in self.routes.items()},
+            "evidence": [{"route": e.route, "kind": e.kind, "text": e.text, "value": round(float(e.value), 6)}
+                         for e in self.evidence],
+        }
+
+
+RouteResults = Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+
+def fuse(results: RouteResults, k: int, config: FusionConfig = FusionConfig(),
+         is_head: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[int, dict[str, RouteHit]]]:
+    """Fuse ``{route: (ids, scores)}`` into the best ``k`` items.
+
+    Returns ``(ids, scores, hits)`` where ``hits[item]`` maps each route that found the item to its
+    :class:`RouteHit`. ``is_head`` (bool per item) marks the popular head, needed for ``tail_quota``.
+    """
+    if k <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32), {}
+    fused: dict[int, float] = {}
+    hits: dict[int, dict[str, RouteHit]] = {}
+    for route, (ids, scores) in results.items():
+        w = config.weight(route)
+        if len(ids) == 0:
+            continue
+        if config.mode == "rrf":
+            contrib = w / (config.rrf_k + np.arange(1, len(ids) + 1))
+        else:
+            top = float(scores[0]) if scores[0] > 0 else 1.0
+            contrib = w * (np.asarray(scores, np.float64) / top)
+        for rank, (i, s, c) in enumerate(zip(ids.tolist(), scores.tolist(), contrib.tolist())):
+            fused[i] = fused.get(i, 0.0) + c
+            hits.setdefault(i, {})[route] = RouteHit(rank, s)
+    if not fused:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32), {}
+    items = np.fromiter(fused.keys(), np.int64, len(fused))
+    scores = np.fromiter(fused.values(), np.float64, len(fused))
+    order = np.lexsort((items, -scores))  # best first; ties → lower index, deterministic
+    ranked = items[order]
+    chosen = _apply_quotas(ranked, k, results, config, is_head)
+    score_of = dict(zip(items.tolist(), scores.tolist()))
+    out_scores = np.array([score_of[i] for i in chosen.tolist()], np.float32)
+    return chosen, out_scores, {i: hits[i] for i in chosen.tolist()}
+
+
+def _apply_quotas(ranked: np.ndarray, k: int, results: RouteResults, config: FusionConfig,
+                  is_head: np.ndarray | None) -> np.ndarray:
+    """Top ``k`` of ``ranked`` after forcing route quotas and the tail quota in, keeping fused order."""
+    if not config.quotas and (config.tail_quota <= 0 or is_head is None):
+        return ranked[:k]
+    position = {int(i): p for p, i in enumerate(ranked.tolist())}
+    protected: list[int] = []
+    seen: set[int] = set()
+
+    def protect(i: int) -> None:
+        if i not in seen:
+            seen.add(i)
+            protected.append(i)
+
+    for route, q in config.quotas.items():
+        if route in results:
+            for i in results[route][0][:q].tolist():
+                protect(i)
+    if config.tail_quota > 0 and is_head is not None:
+        want = int(math.ceil(config.tail_quota * k))
+        tail = [i for i in ranked.tolist() if not is_head[i]][:want]
+        for i in tail:
+            protect(i)
+    protected = protected[:k]
+    rest = [i for i in ranked.tolist() if i not in seen][: k - len(protected)]
+    chosen = protected + rest
+    chosen.sort(key=position.__getitem__)
+    return np.asarray(chosen, np.int64)
+
+
+def coordinate_search(objective: Callable[[dict[str, float]], float], weights: Mapping[str, float],
+                      grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0), rounds: int = 2,
+                      ) -> tuple[dict[str, float], float, list[dict]]:
+    """Maximise ``objective(weights)`` one route weight at a time over ``grid``.
+
+    Meant to run on a validation split carved from training data. Returns the best weights, their score
+    and the trace of every evaluation (for the record).
+    """
+    best = dict(weights)
+    best_score = objective(best)
+    trace = [{"weights": dict(best), "score": best_score}]
+    for _ in range(rounds):
+        improved = False
+        for route in list(best):
+            for g in grid:
+                if g == best[route]:
+                    continue
+                trial = {**best, route: g}
+                if not any(v > 0 for v in trial.values()):
+                    continue
+                s = objective(trial)
+                trace.append({"weights": dict(trial), "score": s})
+                if s > best_score + 1e-9:
+                    best, best_score, improved = trial, s, True
+        if not improved:
+            break
+    return best, best_score, trace
