@@ -23,7 +23,7 @@ from kgrec.config import EngineConfig
 from kgrec.errors import ArtifactError, ConfigError
 from kgrec.fusion import Candidate, RouteHit, fuse
 from kgrec.graph import KnowledgeGraph
-from kgrec.routes.base import Evidence, Query, RouteUnavailable
+from kgrec.routes.base import Evidence, Query, RouteUnavailable, interaction_matrix
 
 log = logging.getLogger("kgrec.engine")
 
@@ -43,10 +43,7 @@ class Histories:
         order = np.lexsort((seq, user))
         counts = np.bincount(user, minlength=n_users)
         indptr = np.r_[0, np.cumsum(counts)].astype(np.int64)
-        matrix = sp.csr_matrix((np.ones(len(user), np.float32), (user, item)), shape=(n_users, n_items))
-        matrix.sum_duplicates()
-        matrix.data[:] = 1.0
-        return cls(indptr, item[order], matrix)
+        return cls(indptr, item[order], interaction_matrix((user, item), n_users, n_items))
 
     @classmethod
     def from_catalog(cls, catalog: Catalog) -> Histories:
@@ -174,6 +171,20 @@ class KGRec:
             else:
                 ids = self._run(query, k, names)[0]
             out[row, :len(ids)] = ids[:k]
+        return out
+
+    def route_lists(self, users: np.ndarray, n: int, routes: tuple[str, ...] | None = None
+                    ) -> list[dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """Each route's own top-``n`` for many users (internal indices): the raw material of fusion, computed
+        once so that evaluation, weight tuning and tail-quota sweeps can re-fuse without re-running routes."""
+        names = tuple(routes or self.routes.keys())
+        out = []
+        for u in np.asarray(users).tolist():
+            query = self.user_query(u)
+            if len(query.history) == 0:
+                out.append({"popular": self.routes["popular"].recall(query, n)})
+            else:
+                out.append({name: self.routes[name].recall(query, n) for name in names if name in self.routes})
         return out
 
     def similar_items(self, item_id: str, k: int = 20, *, explain: bool = True,

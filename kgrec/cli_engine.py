@@ -1,0 +1,182 @@
+"""``kgrec build / recall / similar / search / eval``: the engine's subcommands (registered in kgrec.cli)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from kgrec.errors import ConfigError, KGRecError
+
+log = logging.getLogger("kgrec.cli")
+
+
+def _config(path: str | None):
+    from kgrec.config import EngineConfig
+
+    return EngineConfig.from_toml(path) if path else EngineConfig()
+
+
+def _engine(path: str):
+    from kgrec.engine import KGRec
+
+    return KGRec.load(path)
+
+
+def _print_candidates(cands, fmt: str, explain: bool) -> None:
+    from kgrec.cli import print_json, print_table
+
+    if fmt == "json":
+        print_json([c.to_dict() for c in cands])
+        return
+    rows = []
+    for rank, c in enumerate(cands, 1):
+        why = "; ".join(e.text for e in c.evidence) if explain else ""
+        rows.append([rank, c.item_id, f"{c.score:.4f}", ",".join(c.routes), why])
+    print_table(["rank", "item", "score", "routes", "why" if explain else ""], rows)
+
+
+def _lookup(fn, *args, **kw):
+    """Unknown ids raise KeyError inside the library; the CLI turns them into one clear line."""
+    try:
+        return fn(*args, **kw)
+    except KeyError as e:
+        raise KGRecError(str(e.args[0]) if e.args else str(e)) from None
+
+
+# --- build ----------------------------------------------------------------------------------------
+def register_build(sub, common) -> None:
+    from kgrec.cli import add_store_option
+
+    p = sub.add_parser("build", parents=[common], help="build the recall engine from a graph store",
+                       description="Export the graph from the store, encode item texts, build every route and "
+                                   "save the engine to --out (atomically).")
+    add_store_option(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
+    p.add_argument("--config", metavar="FILE.toml", help="engine configuration ([engine] table)")
+    p.set_defaults(func=cmd_build)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from kgrec.engine import KGRec
+    from kgrec.store import open_store
+
+    config = _config(args.config)
+    t0 = time.perf_counter()
+    with open_store(args.store, read_only=True) as store:
+        kg = store.export()
+    log.info("exported %s in %.1fs", store.url, time.perf_counter() - t0)
+    engine = KGRec.build(kg, config)
+    out = engine.save(args.out)
+    for route, why in engine.skipped.items():
+        log.warning("route %s skipped: %s", route, why)
+    log.info("built routes %s in %.1fs; saved to %s", ", ".join(engine.routes), time.perf_counter() - t0, out)
+    return 0
+
+
+# --- recall / similar / search ----------------------------------------------------------------------
+def _query_parser(sub, common, name: str, help_: str, func) -> argparse.ArgumentParser:
+    from kgrec.cli import add_format_option
+
+    p = sub.add_parser(name, parents=[common], help=help_)
+    p.add_argument("--model", required=True, metavar="DIR", help="model directory written by `kgrec build`")
+    p.add_argument("--k", type=int, default=20, help="number of candidates (default 20)")
+    p.add_argument("--explain", action="store_true", help="show why each candidate was recalled")
+    add_format_option(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def register_recall(sub, common) -> None:
+    p = _query_parser(sub, common, "recall", "candidates for a user", cmd_recall)
+    p.add_argument("--user", required=True, metavar="ID")
+
+
+def cmd_recall(args: argparse.Namespace) -> int:
+    engine = _engine(args.model)
+    _print_candidates(engine.recall(args.user, k=args.k), args.format, args.explain)
+    return 0
+
+
+def register_similar(sub, common) -> None:
+    p = _query_parser(sub, common, "similar", "items similar to an item", cmd_similar)
+    p.add_argument("--item", required=True, metavar="ID")
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    engine = _engine(args.model)
+    _print_candidates(_lookup(engine.similar_items, args.item, k=args.k), args.format, args.explain)
+    return 0
+
+
+def register_search(sub, common) -> None:
+    p = _query_parser(sub, common, "search", "items matching a text query", cmd_search)
+    p.add_argument("text", metavar="TEXT")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    engine = _engine(args.model)
+    _print_candidates(engine.search(args.text, k=args.k), args.format, args.explain)
+    return 0
+
+
+# --- eval -----------------------------------------------------------------------------------------
+def register_eval(sub, common) -> None:
+    p = sub.add_parser("eval", parents=[common], help="evaluate every route and the fused list",
+                       description="Split a dataset (leave-last-out, item-cold, temporal), build on the training "
+                                   "side, and report accuracy and long-tail metrics per route and fused.")
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset folder in the generic format")
+    p.add_argument("--protocol", default="leave-last-out", choices=("leave-last-out", "item-cold", "temporal"))
+    p.add_argument("--k", default="20,50", help="cut-offs, comma separated (default 20,50)")
+    p.add_argument("--config", metavar="FILE.toml")
+    p.add_argument("--tune", action="store_true", help="tune fusion weights on the validation view first")
+    p.add_argument("--sweep", nargs="?", const="0,0.1,0.2,0.3,0.4,0.5", default=None, metavar="Q,Q,…",
+                   help="sweep the tail quota (default 0,0.1,…,0.5) and record accuracy vs tail share")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-users", type=int, default=None, help="evaluate a seeded sample of test users")
+    p.add_argument("--json", metavar="OUT", help="write the full result as JSON")
+    p.set_defaults(func=cmd_eval)
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        ks = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--k {text!r}: give positive whole numbers separated by commas, e.g. 20,50") from None
+    if not ks or min(ks) <= 0:
+        raise ConfigError(f"--k {text!r}: give positive whole numbers separated by commas, e.g. 20,50")
+    return ks
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from kgrec.experiment import format_table, run_eval
+    from loaders import load_generic
+
+    ks = _ints(args.k)
+    sweep = None
+    if args.sweep:
+        try:
+            sweep = [float(x) for x in args.sweep.split(",")]
+        except ValueError:
+            raise ConfigError(f"--sweep {args.sweep!r}: give shares separated by commas, e.g. 0,0.25,0.5") from None
+    catalog = load_generic(args.data)
+    result = run_eval(catalog, args.protocol, ks, _config(args.config), tune=args.tune, sweep=sweep,
+                      seed=args.seed, max_users=args.max_users)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        from kgrec.cli import _json_safe
+
+        Path(args.json).write_text(json.dumps(_json_safe(result), indent=2), encoding="utf-8")
+    print(format_table(result))
+    if sweep:
+        k = max(ks)
+        print(f"\ntail quota sweep (fused): quota → hr@{k}, tail_share@{k}")
+        for row in result["tail_sweep"]:
+            print(f"  {row['tail_quota']:.2f} → {row[f'hr@{k}']:.4f}, {row[f'tail_share@{k}']:.4f}")
+    if args.json:
+        log.info("wrote %s", args.json)
+    return 0
+
+
+ENGINE_COMMANDS = [register_build, register_recall, register_similar, register_search, register_eval]

@@ -1,0 +1,163 @@
+"""Evaluation runs: split → build on the training side → every route and the fused list → metrics.
+
+Route lists are computed once per user and re-fused for every fusion setting, so tuning fusion weights on
+the validation view and sweeping the tail quota cost little. Weights are tuned only on the validation view
+(carved from the training side); the test view is used once, for reporting.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from kgrec import eval as ev
+from kgrec.catalog import Catalog
+from kgrec.config import EngineConfig
+from kgrec.engine import Histories, KGRec
+from kgrec.errors import ConfigError
+from kgrec.fusion import FusionConfig, coordinate_search, fuse
+from kgrec.graph import KnowledgeGraph
+
+log = logging.getLogger("kgrec.experiment")
+
+PROTOCOLS = ("leave-last-out", "item-cold", "temporal")
+FUSED = "fused"
+
+
+def make_split(catalog: Catalog, protocol: str, seed: int = 0) -> ev.Split:
+    if protocol == "leave-last-out":
+        return ev.leave_last_out(catalog)
+    if protocol == "item-cold":
+        return ev.item_cold(catalog, seed=seed)
+    if protocol == "temporal":
+        return ev.temporal(catalog)
+    raise ConfigError(f"unknown protocol {protocol!r}; use one of {list(PROTOCOLS)} (or `given` with two files)")
+
+
+def build_for(kg: KnowledgeGraph, split: ev.Split, config: EngineConfig, on: str = "test") -> KGRec:
+    user, item, seq = split.train_events(on)
+    train = Histories.from_arrays(user, item, seq, split.n_users, split.n_items)
+    return KGRec.build(kg, config, train=train)
+
+
+def _lists_recommender(lists: list[dict], users: np.ndarray, pick):
+    """A ``recommend(users, n)`` for :func:`kgrec.eval.evaluate` over precomputed route lists."""
+    row = {int(u): r for r, u in enumerate(users.tolist())}
+
+    def recommend(batch: np.ndarray, n: int) -> np.ndarray:
+        out = np.full((len(batch), n), -1, np.int64)
+        for j, u in enumerate(batch.tolist()):
+            ids = pick(lists[row[u]], n)
+            out[j, :len(ids)] = ids[:n]
+        return out
+
+    return recommend
+
+
+def _fused_pick(fusion: FusionConfig, is_head: np.ndarray):
+    return lambda res, n: fuse(res, n, fusion, is_head)[0]
+
+
+def _route_pick(route: str):
+    return lambda res, n: res.get(route, (np.zeros(0, np.int64), None))[0]
+
+
+def _flat(result: dict) -> dict:
+    return {k: v for k, v in result["all"].items()}
+
+
+def tune_fusion(engine: KGRec, split: ev.Split, k: int = 50, max_users: int = 3000, seed: int = 0,
+                grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)) -> tuple[FusionConfig, dict]:
+    """Coordinate search over route weights maximising HR@k on the split's validation view. ``engine`` must
+    be built on the tuning view (``build_for(..., on="valid")``)."""
+    users = split.valid_users
+    if len(users) > max_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+    lists = engine.route_lists(users, engine._n(k))
+    base = engine.config.fusion
+
+    def objective(weights: dict) -> float:
+        fusion = base.replace(weights=weights)
+        rec = _lists_recommender(lists, users, _fused_pick(fusion, engine.is_head))
+        return ev.evaluate(rec, split, ks=(k,), users=users, on="valid")["all"][f"hr@{k}"]
+
+    start = {r: base.weight(r) for r in engine.routes}
+    best, score, trace = coordinate_search(objective, start, grid=tuple(grid))
+    return base.replace(weights=best), {"metric": f"hr@{k}", "valid_score": score, "weights": best,
+                                        "n_users": int(len(users)), "trace": trace}
+
+
+def run_eval(catalog: Catalog, protocol: str = "leave-last-out", ks: Sequence[int] = (20, 50),
+             config: EngineConfig | None = None, tune: bool = False, sweep: Sequence[float] | None = None,
+             seed: int = 0, max_users: int | None = None) -> dict:
+    """Evaluate every route and the fused list; returns the JSON-ready result of ``kgrec eval``."""
+    config = config or EngineConfig()
+    kg = KnowledgeGraph(catalog)
+    split = make_split(catalog, protocol, seed)
+    timings: dict[str, float] = {}
+    out: dict = {"protocol": protocol, "dataset": catalog.name, "k": list(ks), "split": split.summary()}
+    if tune:
+        t0 = time.perf_counter()
+        tuner = build_for(kg, split, config, on="valid")
+        fusion, info = tune_fusion(tuner, split, k=max(ks), seed=seed)
+        config = config.replace(fusion=fusion)
+        out["tuning"] = info
+        timings["tune"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    engine = build_for(kg, split, config)
+    timings["build"] = time.perf_counter() - t0
+    out["skipped_routes"] = engine.skipped
+    users = split.test_users
+    if max_users and len(users) > max_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+    t0 = time.perf_counter()
+    lists = engine.route_lists(users, engine._n(max(ks)))
+    timings["recall"] = time.perf_counter() - t0
+    brand = catalog.item_brand()
+    pickers = {r: _route_pick(r) for r in engine.routes}
+    pickers[FUSED] = _fused_pick(config.fusion, engine.is_head)
+    results, cold, warm = {}, {}, {}
+    for name, pick in pickers.items():
+        res = ev.evaluate(_lists_recommender(lists, users, pick), split, ks=ks, users=users, brand_of_item=brand)
+        results[name] = _flat(res)
+        results[name]["buckets"] = res["buckets"]
+        if "cold" in res:
+            cold[name], warm[name] = res["cold"], res["warm"]
+    out["results"] = results
+    if cold:
+        out["cold"], out["warm"] = cold, warm
+    if sweep:
+        k = max(ks)
+        curve = []
+        for q in sweep:
+            fusion = config.fusion.replace(tail_quota=float(q))
+            res = ev.evaluate(_lists_recommender(lists, users, _fused_pick(fusion, engine.is_head)), split,
+                              ks=(k,), users=users)
+            curve.append({"tail_quota": float(q), f"hr@{k}": res["all"][f"hr@{k}"],
+                          f"tail_share@{k}": res["all"][f"tail_share@{k}"],
+                          f"coverage@{k}": res["all"][f"coverage@{k}"]})
+        out["tail_sweep"] = curve
+    out["config"] = config.to_dict()
+    out["timings"] = timings
+    return out
+
+
+def format_table(result: dict, metrics: Sequence[str] | None = None) -> str:
+    """A plain-text table: one row per route (and fused), one column per metric."""
+    ks = result["k"]
+    metrics = metrics or [f"{m}@{k}" for k in ks for m in ("hr", "ndcg")] + [
+        f"{m}@{ks[-1]}" for m in ("coverage", "tail_share", "gini")]
+    rows = [["route", *metrics]]
+    for name, r in result["results"].items():
+        rows.append([name, *(f"{r.get(m, float('nan')):.4f}" for m in metrics)])
+    for part in ("cold", "warm"):
+        for name, r in result.get(part, {}).items():
+            rows.append([f"{name} [{part}]", *(f"{r.get(m, float('nan')):.4f}" if m in r else "" for m in metrics)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if result.get("skipped_routes"):
+        lines.append("skipped: " + "; ".join(f"{r}: {why}" for r, why in result["skipped_routes"].items()))
+    return "\n".join(lines)
