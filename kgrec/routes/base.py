@@ -8,9 +8,13 @@ fusion calls it only for the final candidates, so recall itself stays cheap.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from kgrec.catalog import Catalog
+import scipy.sparse as sp
 
 EMPTY_IDS = np.zeros(0, dtype=np.int64)
 EMPTY_SCORES = np.zeros(0, dtype=np.float32)
@@ -81,3 +85,27 @@ def top_n(scores: np.ndarray, n: int, exclude: np.ndarray | None = None,
         ids, sc = ids[part], sc[part]
     order = np.lexsort((ids, -sc))
     return ids[order].astype(np.int64, copy=False), sc[order].astype(np.float32, copy=False)
+
+
+def interaction_matrix(source: Catalog | tuple[np.ndarray, np.ndarray], n_users: int | None = None,
+                       n_items: int | None = None, binary: bool = True) -> sp.csr_matrix:
+    """Users × items CSR (float32) from a catalog's interactions or from ``(users, items)`` index arrays.
+
+    Repeated pairs are summed, or set to 1 when ``binary``. Sizes default to the catalog's node counts (or
+    the largest index + 1 for arrays); pass them so a train split keeps the full item space.
+    """
+    if isinstance(source, tuple):
+        users, items = (np.asarray(a, dtype=np.int64) for a in source)
+    else:
+        users, items = source.interactions.src, source.interactions.dst
+        n_users = source.n_users if n_users is None else n_users
+        n_items = source.n_items if n_items is None else n_items
+    if len(users) != len(items):
+        raise ValueError(f"interaction_matrix: {len(users)} users but {len(items)} items; pass equal-length arrays")
+    n_users = int(users.max(initial=-1)) + 1 if n_users is None else n_users
+    n_items = int(items.max(initial=-1)) + 1 if n_items is None else n_items
+    R = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items))
+    R.sum_duplicates()
+    if binary:
+        R.data[:] = 1.0
+    return R
