@@ -11,6 +11,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,8 @@ class Catalog:
     edges: dict[str, EdgeTable]
     name: str = "catalog"
     schema: Schema = SCHEMA
+    # what the loader read, skipped and repaired (a ``loaders.LoadReport``); None for hand-built catalogs
+    report: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for n in self.schema.nodes:
@@ -135,14 +138,16 @@ class Catalog:
         for n in self.schema.nodes:
             t = self.nodes[n.label]
             cols = [t.props[p.name] for p in n.properties]
-            out[n.label] = sorted((t.ids.external(i), *(_norm(c[i]) for c in cols)) for i in range(len(t)))
+            out[n.label] = sorted(((t.ids.external(i), *(_norm(c[i]) for c in cols)) for i in range(len(t))),
+                                  key=_sort_key)
         for e in self.schema.edges:
             t = self.edges[e.rel]
             s_ids, d_ids = self.nodes[e.src].ids, self.nodes[e.dst].ids
             cols = [t.props[p.name] for p in e.properties]
             out[e.rel] = sorted(
-                (s_ids.external(int(t.src[k])), d_ids.external(int(t.dst[k])), *(_norm(c[k]) for c in cols))
-                for k in range(len(t))
+                ((s_ids.external(int(t.src[k])), d_ids.external(int(t.dst[k])), *(_norm(c[k]) for c in cols))
+                 for k in range(len(t))),
+                key=_sort_key,
             )
         return out
 
@@ -165,6 +170,11 @@ def _norm(v):
     if isinstance(v, np.integer):
         return int(v)
     return v
+
+
+def _sort_key(row: tuple) -> tuple:
+    # None (a missing float) sorts first; plain comparison would raise on None < 1.0 between equal rows
+    return tuple((0, 0) if v is None else (1, v) for v in row)
 
 
 def _first_target(t: EdgeTable, n_src: int) -> np.ndarray:
