@@ -24,6 +24,7 @@ log = logging.getLogger("kgrec.experiment")
 
 PROTOCOLS = ("leave-last-out", "item-cold", "temporal")
 FUSED = "fused"
+QUERY_ROUTES = ("text",)
 
 
 def make_split(catalog: Catalog, protocol: str, seed: int = 0) -> ev.Split:
@@ -83,7 +84,7 @@ def tune_fusion(engine: KGRec, split: ev.Split, k: int = 50, max_users: int = 30
         rec = _lists_recommender(lists, users, _fused_pick(fusion, engine.is_head))
         return ev.evaluate(rec, split, ks=(k,), users=users, on="valid")["all"][f"hr@{k}"]
 
-    start = {r: base.weight(r) for r in engine.routes}
+    start = {r: base.weight(r) for r in engine.routes if r not in QUERY_ROUTES}
     best, score, trace = coordinate_search(objective, start, grid=tuple(grid))
     return base.replace(weights=best), {"metric": f"hr@{k}", "valid_score": score, "weights": best,
                                         "n_users": int(len(users)), "trace": trace}
@@ -116,7 +117,8 @@ def run_eval(catalog: Catalog, protocol: str = "leave-last-out", ks: Sequence[in
     lists = engine.route_lists(users, engine._n(max(ks)))
     timings["recall"] = time.perf_counter() - t0
     brand = catalog.item_brand()
-    pickers = {r: _route_pick(r) for r in engine.routes}
+    # ``text`` answers free-text queries, not users: it has nothing to say in a user-based protocol
+    pickers = {r: _route_pick(r) for r in engine.routes if r not in QUERY_ROUTES}
     pickers[FUSED] = _fused_pick(config.fusion, engine.is_head)
     results, cold, warm = {}, {}, {}
     for name, pick in pickers.items():
