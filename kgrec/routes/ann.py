@@ -2,17 +2,12 @@
 ``text`` (from a free-text query encoded by the same encoder)."""
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import numpy as np
 
-from kgrec.routes.base import EMPTY_IDS, EMPTY_SCORES, Evidence, Query
-
-
-def recency_weights(n: int, decay: float) -> np.ndarray:
-    """Weights for a history of ``n`` items, oldest first: ``exp(-decay * age)``, age 0 = most recent."""
-    age = np.arange(n - 1, -1, -1, dtype=np.float64)
-    return np.exp(-decay * age)
+from kgrec.routes.base import EMPTY_IDS, EMPTY_SCORES, Evidence, Query, seed_weights
 
 
 class AnnRoute:
@@ -29,10 +24,9 @@ class AnnRoute:
         self.name = name
 
     def query_vector(self, query: Query) -> np.ndarray | None:
-        seeds = query.seeds()
+        seeds, w = seed_weights(query, self.recency)
         if len(seeds) == 0:
             return None
-        w = recency_weights(len(seeds), self.recency).astype(np.float32)
         v = w @ self.vectors[seeds]
         norm = float(np.linalg.norm(v))
         return v / norm if norm > 0 else None
@@ -66,14 +60,18 @@ class TextRoute:
         self.index = index
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
+        self._lock = threading.Lock()
 
     def encode(self, text: str) -> np.ndarray:
-        v = self._cache.get(text)
+        """The query's vector; the last few hundred queries are kept (thread-safe)."""
+        with self._lock:
+            v = self._cache.get(text)
         if v is None:
-            v = self.encoder.encode([text], show_progress_bar=False)[0]
-            self._cache[text] = v
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            v = self.encoder.encode_queries([text], show_progress_bar=False)[0]
+            with self._lock:
+                self._cache[text] = v
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
         return v
 
     def recall(self, query: Query, n: int) -> tuple[np.ndarray, np.ndarray]:
