@@ -306,6 +306,10 @@ def test_redact_hides_password():
     assert redact("neo4j://neo4j:s3cret@db.example:7687/kg") == "neo4j://neo4j@db.example:7687/kg"
     assert redact("bolt://db:7687") == "bolt://db:7687"
     assert redact("embedded://kg") == "embedded://kg"
+    assert redact("neo4j://me:p@ss@host:7687") == "neo4j://me@host:7687"
+    with pytest.raises(StoreError) as info:
+        open_store("neo4j://me:s3cret@host:notaport")
+    assert "s3cret" not in str(info.value)
 
 
 def test_neo4j_connection_error_hides_password():

@@ -25,6 +25,7 @@ Messages and ``store.url`` never show the password.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -36,22 +37,14 @@ from kgrec.store.cypher import EXPLORE, check_read_only, write_reason
 EMBEDDED_SCHEME = "embedded"
 NEO4J_SCHEMES = ("neo4j", "neo4j+s", "neo4j+ssc", "bolt", "bolt+s", "bolt+ssc")
 ENV_USER, ENV_PASSWORD = "NEO4J_USERNAME", "NEO4J_PASSWORD"
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):[^/?#]*@")
 ACCEPTED_FORMS = ("embedded://PATH (or a bare PATH), neo4j://HOST[:PORT][/DATABASE], neo4j+s://…, bolt://…, "
                   "bolt+s://… (user:password@ before HOST, or auth=, or NEO4J_USERNAME/NEO4J_PASSWORD)")
 
 
 def redact(url: str) -> str:
-    """``url`` with any password removed."""
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username}@{host}" if parts.username else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """``url`` with any password removed (``scheme://user:pw@host`` → ``scheme://user@host``)."""
+    return _USERINFO_PASSWORD.sub(r"\1@", url, count=1)
 
 
 def _neo4j_target(url: str, auth: tuple[str, str] | None) -> tuple[str, tuple[str, str] | None, str | None]:

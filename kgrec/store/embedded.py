@@ -81,6 +81,18 @@ def _remove(path: Path) -> None:
             pass
 
 
+def _all_rows(result) -> Rows:
+    """``result.get_all()``, without its three Python calls per row (a third of an export's time)."""
+    native = getattr(result, "_query_result", None)
+    if native is None or getattr(result, "as_dict", False) or not hasattr(native, "getNext"):
+        return result.get_all()
+    has_next, get_next, rows = native.hasNext, native.getNext, []
+    append = rows.append
+    while has_next():
+        append(get_next())
+    return rows
+
+
 class EmbeddedStore(GraphStore):
     dialect = cypher.EMBEDDED
 
@@ -191,8 +203,12 @@ class EmbeddedStore(GraphStore):
             files = []
             if catalog is not None:
                 scratch.mkdir()
+                # node tables before edge tables, each group smallest first: the database copies the
+                # small tables while the big files are still being written
+                nodes = sorted(self.schema.nodes, key=lambda nt: len(catalog.nodes[nt.label]))
+                edges = sorted(self.schema.edges, key=lambda et: len(catalog.edges[et.rel]))
                 files = [pool.submit(self._write_table, catalog, scratch, k, table)
-                         for k, table in enumerate([*self.schema.nodes, *self.schema.edges])]
+                         for k, table in enumerate([*nodes, *edges])]
             t = time.perf_counter()
             db = lb.Database(str(gen), max_num_threads=self.max_threads, buffer_pool_size=self.buffer_pool_size)
             conn = lb.Connection(db)
@@ -351,7 +367,7 @@ class EmbeddedStore(GraphStore):
             result = conn.execute(text, params)
             if isinstance(result, list):  # several statements: the last one answers
                 result = result[-1]
-            return result.get_column_names(), result.get_all()
+            return result.get_column_names(), _all_rows(result)
         except (RuntimeError, ValueError, TypeError) as e:  # ladybug's errors, parameter conversion included
             msg = str(e)
             if timeout is not None and "Interrupted" in msg:

@@ -50,11 +50,12 @@ class Neo4jStore(GraphStore):
             raise StoreError("the Neo4j store needs the `neo4j` driver: pip install neo4j") from e
         self._neo4j = neo4j
         self.database = database
+        self._driver = None
         try:
             self._driver = neo4j.GraphDatabase.driver(uri, auth=auth, **driver_config)
             self._driver.verify_connectivity()
-        except Exception as e:
-            self._driver = None
+        except Exception as e:  # bad URI or setting, unreachable server, wrong credentials
+            self.close()
             raise StoreError(f"cannot connect to {display_url}: {e}") from e
 
     # --- primitives ------------------------------------------------------------------------------------
