@@ -3,7 +3,8 @@
 ``route.recall(query, n)`` returns ``(ids, scores)``: two 1-D numpy arrays (int64 item indices, float32
 scores), best first, at most ``n`` long, never containing an item of ``query.exclude``.
 ``route.explain(query, item)`` returns the evidence for one item (empty when the route would not find it);
-fusion calls it only for the final candidates, so recall itself stays cheap.
+fusion calls it only for the final candidates, so recall itself stays cheap. Routes that can batch offer
+``route.recall_many(queries, n)``: ``(Q, n)`` arrays, short rows padded with id -1 and score 0.
 """
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+import scipy.sparse as sp
 
 if TYPE_CHECKING:
     from kgrec.catalog import Catalog
-import scipy.sparse as sp
 
 EMPTY_IDS = np.zeros(0, dtype=np.int64)
 EMPTY_SCORES = np.zeros(0, dtype=np.float32)
@@ -80,11 +81,31 @@ def top_n(scores: np.ndarray, n: int, exclude: np.ndarray | None = None,
     if n <= 0 or len(ids) == 0:
         return EMPTY_IDS, EMPTY_SCORES
     if len(ids) > n:
-        part = np.argpartition(-sc, n - 1)[:n]
-        # keep every item tied with the n-th score out of the cut decision: stable by index
-        ids, sc = ids[part], sc[part]
+        # everything above the n-th best score is in; items tied with it are taken by the lowest index
+        kth = -np.partition(-sc, n - 1)[n - 1]
+        above = np.flatnonzero(sc > kth)
+        tied = np.flatnonzero(sc == kth)
+        tied = tied[np.argsort(ids[tied], kind="stable")[: n - len(above)]]
+        sel = np.concatenate([above, tied])
+        ids, sc = ids[sel], sc[sel]
     order = np.lexsort((ids, -sc))
     return ids[order].astype(np.int64, copy=False), sc[order].astype(np.float32, copy=False)
+
+
+def recency_weights(length: int, decay: float = 0.0) -> np.ndarray:
+    """Weights of a history's items, oldest first: ``exp(-decay * steps from the end)``; the last item weighs 1,
+    ``decay=0`` weighs all equally."""
+    if decay < 0:
+        raise ValueError(f"recency decay must be >= 0, got {decay}")
+    return np.exp(-decay * np.arange(length - 1, -1, -1, dtype=np.float64)).astype(np.float32)
+
+
+def seed_weights(query: Query, recency: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The query's seed items and their weights: 1 for a seed item, :func:`recency_weights` for a history."""
+    seeds = np.asarray(query.seeds(), dtype=np.int64)
+    if query.item >= 0:
+        return seeds, np.ones(1, np.float32)
+    return seeds, recency_weights(len(seeds), recency)
 
 
 def interaction_matrix(source: Catalog | tuple[np.ndarray, np.ndarray], n_users: int | None = None,
