@@ -27,7 +27,8 @@ class EngineConfig:
     text_max_chars: int = 400
     cache_dir: str | None = None  # embedding cache; None = no cache
     index: str = "auto"  # exact below 100k items, HNSW above
-    itemcf: Mapping = field(default_factory=dict)
+    # item-CF defaults chosen on the Scientific validation view (second-to-last items), see tests/test_routes.py
+    itemcf: Mapping = field(default_factory=lambda: {"k": 200, "shrink": 100.0, "recency": 0.1})
     kg: Mapping = field(default_factory=dict)
     ann: Mapping = field(default_factory=dict)
     popular: Mapping = field(default_factory=dict)
