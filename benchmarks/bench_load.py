@@ -56,6 +56,7 @@ def run(n_items: int, n_users: int, n_interactions: int, seed: int, folder: Path
     from loaders.synthetic import synthetic
 
     stages: dict[str, float] = {}
+    load_average = os.getloadavg()[0]
     t = time.perf_counter()
     catalog = synthetic(n_items, n_users, n_interactions, seed=seed)
     stages["build_catalog"] = time.perf_counter() - t
@@ -87,6 +88,7 @@ def run(n_items: int, n_users: int, n_interactions: int, seed: int, folder: Path
         "dataset": {"generator": "loaders.synthetic", "n_items": n_items, "n_users": n_users,
                     "n_interactions": n_interactions, "seed": seed, "counts": counts,
                     "nodes": n_nodes, "edges": n_edges},
+        "load_average_1m_at_start": round(load_average, 2),
         "seconds": {k: round(v, 4) for k, v in stages.items()},
         "load_cpu_seconds": round(load_cpu, 3),  # user + system, all threads: less sensitive to a busy machine
         "edges_per_s": round(n_edges / load_s),
