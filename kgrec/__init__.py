@@ -5,7 +5,7 @@ need them; importing ``kgrec`` itself is cheap and has no side effects.
 """
 from kgrec.catalog import Catalog, CatalogBuilder
 from kgrec.errors import (
-    ArtifactError, ConfigError, KGRecError, LoadError, ReadOnlyQueryError, SchemaError, StoreError,
+    ArtifactError, ConfigError, KGRecError, LoadError, ReadOnlyQueryError, SchemaError, StoreError, UnknownIdError,
 )
 from kgrec.graph import KnowledgeGraph
 from kgrec.ids import IdMap
@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArtifactError", "Catalog", "CatalogBuilder", "ConfigError", "IdMap", "KGRecError", "KnowledgeGraph",
-    "LoadError", "ReadOnlyQueryError", "SchemaError", "StoreError", "__version__",
+    "LoadError", "ReadOnlyQueryError", "SchemaError", "StoreError", "UnknownIdError", "__version__",
 ]
 
 

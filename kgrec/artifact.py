@@ -6,11 +6,19 @@ Layout of an artifact directory::
     catalog/<table>.npz      numeric columns and int edge arrays
     catalog/<table>.json     string columns and id lists
     ...                      whatever the engine adds (vectors, neighbour lists, index)
+
+A save writes ``.<name>.tmp-<pid>-*`` next to the target, then swaps it in with two renames (the previous
+copy goes to ``.<name>.old-<pid>`` and is deleted afterwards). A process killed at any point leaves either
+the previous model in place, or — killed between the two renames — no ``<name>`` but a complete new copy
+and the previous one beside it: :func:`recover` (called by ``KGRec.load`` and by the next save) moves the
+newest complete one into place. Half-written copies have no valid manifest and are never taken for a model;
+the next save removes what dead processes left behind.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -26,6 +34,7 @@ from kgrec.ids import IdMap
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 
 
 def _sha256(path: Path) -> str:
@@ -39,16 +48,22 @@ def _sha256(path: Path) -> str:
 def write_atomic(target: str | os.PathLike, fill: Callable[[Path], dict]) -> Path:
     """Create ``target`` as a directory: ``fill(tmpdir)`` writes the files and returns manifest fields; the
     manifest (with checksums) is written last and the directory renamed into place. An existing ``target``
-    is replaced only once the new one is complete."""
+    is replaced only once the new one is complete, and only if it is a kgrec artifact (or empty): any other
+    file or folder there is refused, never deleted."""
     target = Path(target).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    recover(target)
+    if target.exists() and not _replaceable(target):
+        raise ArtifactError(f"{target} exists and is not a kgrec model directory (no {MANIFEST}); refusing to "
+                            "replace it: choose a new path or remove it first")
+    _remove_leftovers(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    old = None
     try:
         fields = fill(tmp)
         files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {"format": FORMAT, **fields, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-        old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
@@ -57,8 +72,68 @@ def write_atomic(target: str | os.PathLike, fill: Callable[[Path], dict]) -> Pat
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not target.exists():
+            os.replace(old, target)  # failed between the two renames: put the previous copy back
         raise
     return target
+
+
+def _replaceable(target: Path) -> bool:
+    return target.is_dir() and not target.is_symlink() and ((target / MANIFEST).is_file() or not any(target.iterdir()))
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
+
+
+def _leftovers(target: Path) -> tuple[list[Path], list[Path]]:
+    """Directories that saves by processes no longer running left next to ``target``: (new copies, previous
+    copies), newest first."""
+    found: dict[str, list[Path]] = {"tmp": [], "old": []}
+    for kind, paths in found.items():
+        prefix = f".{target.name}.{kind}-"
+        for p in target.parent.glob(f"{prefix}*"):
+            pid = p.name[len(prefix):].split("-", 1)[0]
+            if p.is_dir() and pid.isdigit() and not _alive(int(pid)):
+                paths.append(p)
+        paths.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    return found["tmp"], found["old"]
+
+
+def recover(path: str | os.PathLike) -> Path:
+    """Where the artifact ``path`` can be read: ``path`` itself, or — when a save was killed between its two
+    renames and ``path`` is missing — the newest complete copy a dead save left beside it, moved into place
+    (or read where it lies if the folder is read-only)."""
+    path = Path(path)
+    if path.exists() or not path.parent.is_dir():
+        return path
+    new, old = _leftovers(path)
+    for cand in new + old:
+        try:
+            read_manifest(cand)
+        except ArtifactError:
+            continue  # half-written: never a model
+        try:
+            os.replace(cand, path)
+        except OSError:
+            return cand
+        log.warning("%s: restored from %s, left by a save that did not finish", path, cand.name)
+        return path
+    return path
+
+
+def _remove_leftovers(target: Path) -> None:
+    new, old = _leftovers(target)
+    for p in new + old:
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict:
@@ -84,6 +159,16 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict:
                 raise ArtifactError(f"{path}: file {name} does not match its checksum; the artifact is damaged, "
                                     "rebuild it")
     return manifest
+
+
+def check_unchanged(path: str | os.PathLike, manifest: dict) -> None:
+    """Refuse a read that may have mixed two saves: ``path`` must still hold the manifest read at the start."""
+    try:
+        now = read_manifest(path, verify=False)
+    except ArtifactError:
+        now = None
+    if now != manifest:
+        raise ArtifactError(f"{path} was replaced by another save while it was being read; load it again")
 
 
 def save_catalog(catalog: Catalog, out: Path) -> None:

@@ -17,15 +17,38 @@ import numpy as np
 import scipy.sparse as sp
 
 from kgrec import __version__
-from kgrec.artifact import load_catalog, read_manifest, save_catalog, write_atomic
+from kgrec.artifact import check_unchanged, load_catalog, read_manifest, recover, save_catalog, write_atomic
 from kgrec.catalog import Catalog
 from kgrec.config import EngineConfig
 from kgrec.errors import ArtifactError, ConfigError
 from kgrec.fusion import Candidate, RouteHit, fuse
 from kgrec.graph import KnowledgeGraph
+from kgrec.ids import shown
 from kgrec.routes.base import Evidence, Query, RouteUnavailable, interaction_matrix
 
 log = logging.getLogger("kgrec.engine")
+
+MAX_QUERY_CHARS = 4096  # search text beyond this is cut (the encoder reads ~128 tokens anyway)
+
+
+def _ext_id(value, what: str) -> str:
+    """An external id given by a caller: a non-empty string, or an int (read as its decimal digits)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    if not isinstance(value, str):
+        raise ConfigError(f"{what}={shown(value)} ({type(value).__name__}): pass the id as a string")
+    if not value:
+        raise ConfigError(f"{what} is an empty string: pass the id as it appears in the catalog")
+    return value
+
+
+def _query_text(text) -> str:
+    """Search text checked and cut to :data:`MAX_QUERY_CHARS`."""
+    if not isinstance(text, str):
+        raise ConfigError(f"search text must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise ConfigError("search text is empty; give a few words describing the item")
+    return text[:MAX_QUERY_CHARS]
 
 
 @dataclass
@@ -82,9 +105,10 @@ class KGRec:
     # --- building ----------------------------------------------------------------------------------
     @classmethod
     def build(cls, kg: KnowledgeGraph | Catalog, config: EngineConfig | None = None,
-              train: Histories | None = None) -> KGRec:
+              train: Histories | None = None, text: TextVectors | None = None) -> KGRec:
         """Build every configured route. ``train`` defaults to all interactions of the graph; pass a split's
-        training part for honest evaluation."""
+        training part for honest evaluation. ``text`` reuses item text vectors from :func:`text_vectors`
+        (they do not depend on interactions, so several builds over one catalog can share them)."""
         if isinstance(kg, Catalog):
             kg = KnowledgeGraph(kg)
         config = config or EngineConfig()
@@ -95,7 +119,7 @@ class KGRec:
         vectors, encoder, text_reason = None, None, None
         if {"ann", "text"} & set(config.routes):
             t0 = time.perf_counter()
-            vectors, encoder, text_reason = _text_vectors(kg.catalog, config)
+            vectors, encoder, text_reason = text or text_vectors(kg.catalog, config)
             timings["encode"] = time.perf_counter() - t0
         routes, skipped = _make_routes(kg, config, train, vectors, encoder, text_reason, timings)
         engine = cls(kg, config, train, routes, skipped, vectors, encoder)
@@ -104,7 +128,8 @@ class KGRec:
 
     # --- queries -----------------------------------------------------------------------------------
     def _n(self, k: int) -> int:
-        return max(self.config.candidates_per_route, 2 * k)
+        # never more than the catalog holds: a huge k must not make a route allocate for it
+        return min(max(self.config.candidates_per_route, 2 * k), max(self.catalog.n_items, 1))
 
     @staticmethod
     def _check_k(k: int) -> int:
@@ -138,9 +163,11 @@ class KGRec:
         """Up to ``k`` unseen items for a user, best first, each with the routes that found it and why.
 
         An unknown user (or one with no training history) gets popular items; their evidence says so.
+        ``user_id``: a non-empty string (an int is read as its digits); ``k`` larger than the catalog gives
+        every available item.
         """
         k = self._check_k(k)
-        u = self.catalog.users.get(str(user_id))
+        u = self.catalog.users.get(_ext_id(user_id, "user_id"))
         query = self.user_query(u)
         if len(query.history) == 0:
             return self._cold_user(query, k, explain, known=u >= 0)
@@ -191,7 +218,7 @@ class KGRec:
                       routes: tuple[str, ...] = ("itemcf", "kg", "ann")) -> list[Candidate]:
         """Items related to one item, by co-occurrence, shared brand/category and vector similarity."""
         k = self._check_k(k)
-        i = self.catalog.items.index(str(item_id))
+        i = self.catalog.items.index(_ext_id(item_id, "item_id"))
         query = Query(item=i, exclude=np.array([i], np.int64))
         ids, scores, hits = self._run(query, k, [r for r in routes if r in self.routes])
         return self._candidates(query, ids, scores, hits, explain)
@@ -199,11 +226,10 @@ class KGRec:
     def search(self, text: str, k: int = 20, *, user_id: str | None = None, explain: bool = True) -> list[Candidate]:
         """Items matching a free-text query (optionally excluding what ``user_id`` already has)."""
         k = self._check_k(k)
-        if not isinstance(text, str) or not text.strip():
-            raise ConfigError("search text is empty; give a few words describing the item")
+        text = _query_text(text)
         if "text" not in self.routes:
             raise ConfigError(f"text search is not available: {self.skipped.get('text', 'route not configured')}")
-        u = self.catalog.users.get(str(user_id)) if user_id is not None else -1
+        u = self.catalog.users.get(_ext_id(user_id, "user_id")) if user_id is not None else -1
         base = self.user_query(u)
         query = Query(user=u, history=base.history, text=text, exclude=base.exclude)
         ids, scores, hits = self._run(query, k, ("text",))
@@ -211,8 +237,8 @@ class KGRec:
 
     def explain(self, user_id: str, item_id: str) -> list[Evidence]:
         """Every route's evidence linking a user's history to one item (empty when no route links them)."""
-        u = self.catalog.users.index(str(user_id))
-        i = self.catalog.items.index(str(item_id))
+        u = self.catalog.users.index(_ext_id(user_id, "user_id"))
+        i = self.catalog.items.index(_ext_id(item_id, "item_id"))
         query = self.user_query(u)
         out: list[Evidence] = []
         for name, route in self.routes.items():
@@ -250,7 +276,7 @@ class KGRec:
     @classmethod
     def load(cls, path: str | Path) -> KGRec:
         """Load an engine saved by :meth:`save`; a damaged, partial or foreign artifact is refused."""
-        path = Path(path)
+        path = recover(path)  # a save killed between its two renames leaves the model beside the path
         manifest = read_manifest(path)
         if manifest.get("kgrec_version") != __version__:
             raise ArtifactError(f"{path}: built by kgrec {manifest.get('kgrec_version')}, this is {__version__}; "
@@ -258,14 +284,16 @@ class KGRec:
         try:
             config = EngineConfig.from_dict(manifest["config"])
             catalog = load_catalog(path / "catalog")
-            with np.load(path / "train.npz") as z:
+            with np.load(path / "train.npz", allow_pickle=False) as z:
                 shape = tuple(int(x) for x in z["shape"])
                 m = sp.csr_matrix((np.ones(len(z["m_indices"]), np.float32), z["m_indices"], z["m_indptr"]), shape=shape)
                 train = Histories(z["indptr"], z["items"], m)
-            vectors = np.load(path / "vectors.npy") if (path / "vectors.npy").exists() else None
+            vectors = np.load(path / "vectors.npy", allow_pickle=False) if (path / "vectors.npy").exists() else None
             sim = sp.load_npz(path / "itemcf_sim.npz") if (path / "itemcf_sim.npz").exists() else None
         except (OSError, KeyError, ValueError) as e:
+            check_unchanged(path, manifest)
             raise ArtifactError(f"{path}: cannot read the artifact ({e}); rebuild it") from e
+        check_unchanged(path, manifest)  # a concurrent save may have swapped the directory mid-read
         kg = KnowledgeGraph(catalog)
         encoder = None
         if vectors is not None and "text" in config.routes:
@@ -277,7 +305,11 @@ class KGRec:
 
 
 # --- route construction ----------------------------------------------------------------------------
-def _text_vectors(catalog: Catalog, config: EngineConfig):
+TextVectors = tuple  # (vectors or None, encoder or None, reason the text routes are unavailable or None)
+
+
+def text_vectors(catalog: Catalog, config: EngineConfig) -> TextVectors:
+    """Encode every item's text with the configured encoder (through the cache when ``cache_dir`` is set)."""
     from kgrec.text import encode_cached, item_texts, make_encoder
 
     texts = item_texts(catalog, fields=config.text_fields, max_chars=config.text_max_chars)
@@ -334,6 +366,13 @@ def _make_routes(kg: KnowledgeGraph, config: EngineConfig, train: Histories, vec
         except RouteUnavailable as e:
             skipped[name] = str(e)
             log.warning("route %s skipped: %s", name, e)
+        except (TypeError, ValueError) as e:
+            # a route refused the user's settings (EngineConfig checks keys and finiteness, ranges are the
+            # route's business): name the section; anything else is not a settings problem
+            section = dict(getattr(config, name, None) or {}) if name in ("itemcf", "kg", "ann", "popular") else {}
+            if isinstance(e, ConfigError) or not section:
+                raise
+            raise ConfigError(f"[{name}] settings {section}: {e}") from e
         timings[f"route:{name}"] = time.perf_counter() - t0
     return routes, skipped
 

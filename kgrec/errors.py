@@ -32,3 +32,14 @@ class ConfigError(KGRecError, ValueError):
 
 class ArtifactError(KGRecError):
     """A saved engine artifact is missing, damaged or from an incompatible version."""
+
+
+class UnknownIdError(KGRecError, KeyError):
+    """An external id (user, item, brand, …) is not in the loaded catalog.
+
+    Also a ``KeyError``, so ``except KeyError`` keeps working; its message is shown without the quotes
+    ``KeyError`` puts around it.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()

@@ -15,7 +15,7 @@ import numpy as np
 from kgrec import eval as ev
 from kgrec.catalog import Catalog
 from kgrec.config import EngineConfig
-from kgrec.engine import Histories, KGRec
+from kgrec.engine import Histories, KGRec, text_vectors
 from kgrec.errors import ConfigError
 from kgrec.fusion import FusionConfig, coordinate_search, fuse
 from kgrec.graph import KnowledgeGraph
@@ -37,10 +37,21 @@ def make_split(catalog: Catalog, protocol: str, seed: int = 0) -> ev.Split:
     raise ConfigError(f"unknown protocol {protocol!r}; use one of {list(PROTOCOLS)} (or `given` with two files)")
 
 
-def build_for(kg: KnowledgeGraph, split: ev.Split, config: EngineConfig, on: str = "test") -> KGRec:
+def build_for(kg: KnowledgeGraph, split: ev.Split, config: EngineConfig, on: str = "test",
+              text: tuple | None = None) -> KGRec:
+    """An engine built on one view of a split (``"test"``: for reporting; ``"valid"``: for tuning)."""
     user, item, seq = split.train_events(on)
     train = Histories.from_arrays(user, item, seq, split.n_users, split.n_items)
-    return KGRec.build(kg, config, train=train)
+    return KGRec.build(kg, config, train=train, text=text)
+
+
+def eval_users(split: ev.Split, max_users: int | None = None, seed: int = 0) -> np.ndarray:
+    """The test users an evaluation scores: all of ``split.test_users``, or a seeded sample of ``max_users``
+    of them (sorted), the same sample ``run_eval`` (and ``kgrec eval --max-users``) uses."""
+    users = split.test_users
+    if max_users and len(users) > max_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+    return users
 
 
 def _lists_recommender(lists: list[dict], users: np.ndarray, pick):
@@ -99,20 +110,23 @@ def run_eval(catalog: Catalog, protocol: str = "leave-last-out", ks: Sequence[in
     split = make_split(catalog, protocol, seed)
     timings: dict[str, float] = {}
     out: dict = {"protocol": protocol, "dataset": catalog.name, "k": list(ks), "split": split.summary()}
+    text = None
+    if {"ann", "text"} & set(config.routes):
+        t0 = time.perf_counter()
+        text = text_vectors(catalog, config)  # item texts do not depend on the split: encode once
+        timings["encode"] = time.perf_counter() - t0
     if tune:
         t0 = time.perf_counter()
-        tuner = build_for(kg, split, config, on="valid")
+        tuner = build_for(kg, split, config, on="valid", text=text)
         fusion, info = tune_fusion(tuner, split, k=max(ks), seed=seed)
         config = config.replace(fusion=fusion)
         out["tuning"] = info
         timings["tune"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    engine = build_for(kg, split, config)
+    engine = build_for(kg, split, config, text=text)
     timings["build"] = time.perf_counter() - t0
     out["skipped_routes"] = engine.skipped
-    users = split.test_users
-    if max_users and len(users) > max_users:
-        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+    users = eval_users(split, max_users, seed)
     t0 = time.perf_counter()
     lists = engine.route_lists(users, engine._n(max(ks)))
     timings["recall"] = time.perf_counter() - t0

@@ -10,11 +10,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 
 import numpy as np
 
 from kgrec.errors import ConfigError
 from kgrec.routes.base import Evidence
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -26,18 +31,22 @@ class FusionConfig:
     tail_quota: float = 0.0  # share of k reserved for items outside the popular head
 
     def __post_init__(self) -> None:
-        if self.mode not in ("rrf", "weighted"):
+        if not isinstance(self.mode, str) or self.mode not in ("rrf", "weighted"):
             raise ConfigError(f"fusion mode {self.mode!r}: use 'rrf' or 'weighted'")
-        if not 0.0 <= self.tail_quota <= 1.0:
-            raise ConfigError(f"tail_quota={self.tail_quota}: use a share between 0 and 1")
-        if self.rrf_k <= 0:
-            raise ConfigError(f"rrf_k={self.rrf_k}: must be > 0")
+        if not _is_real(self.tail_quota) or not 0.0 <= self.tail_quota <= 1.0:
+            raise ConfigError(f"tail_quota={self.tail_quota!r}: use a share between 0 and 1")
+        if not _is_real(self.rrf_k) or not math.isfinite(self.rrf_k) or self.rrf_k <= 0:
+            raise ConfigError(f"rrf_k={self.rrf_k!r}: use a finite number > 0")
+        for key in ("weights", "quotas"):
+            table = getattr(self, key)
+            if not isinstance(table, Mapping) or not all(isinstance(r, str) for r in table):
+                raise ConfigError(f"fusion {key}={table!r}: use a table of route name = number")
         for r, w in self.weights.items():
-            if not math.isfinite(w) or w < 0:
-                raise ConfigError(f"fusion weight for route {r!r} is {w}: use a finite number ≥ 0")
+            if not _is_real(w) or not math.isfinite(w) or w < 0:
+                raise ConfigError(f"fusion weight for route {r!r} is {w!r}: use a finite number ≥ 0")
         for r, q in self.quotas.items():
-            if q < 0:
-                raise ConfigError(f"quota for route {r!r} is {q}: use a count ≥ 0")
+            if not isinstance(q, Integral) or isinstance(q, bool) or q < 0:
+                raise ConfigError(f"quota for route {r!r} is {q!r}: use a whole count ≥ 0")
 
     def weight(self, route: str) -> float:
         return float(self.weights.get(route, 1.0))

@@ -1,12 +1,17 @@
 """External ids (ASINs, user names) to contiguous ints, once, at load.
 
-Models and routes only ever see the ints. Unknown ids raise ``KeyError`` with a message saying what to do.
+Models and routes only ever see the ints. Unknown ids raise :class:`~kgrec.errors.UnknownIdError` (a
+``KeyError`` and a ``KGRecError``) with a message saying what to do.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from kgrec.errors import UnknownIdError
+
+MAX_SHOWN = 80  # characters of an id quoted in a message
 
 
 class IdMap:
@@ -39,9 +44,9 @@ class IdMap:
     def index(self, ext: str) -> int:
         try:
             return self._index[ext]
-        except KeyError:
-            raise KeyError(
-                f"unknown {self.kind} id {ext!r}: it is not in the loaded catalog "
+        except (KeyError, TypeError):  # TypeError: an unhashable value, e.g. a list
+            raise UnknownIdError(
+                f"unknown {self.kind} id {shown(ext)}: it is not in the loaded catalog "
                 f"({len(self)} {self.kind}s); load it first or check the id"
             ) from None
 
@@ -73,3 +78,9 @@ class IdMap:
 
     def __repr__(self) -> str:
         return f"IdMap({self.kind}, n={len(self)})"
+
+
+def shown(ext: object) -> str:
+    """``repr(ext)``, cut to :data:`MAX_SHOWN` characters so that a megabyte-long id cannot flood a message."""
+    text = repr(ext)
+    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN - 20]}…({len(text)} chars)"

@@ -176,6 +176,8 @@ class VectorIndex:
         single = q.ndim == 1
         q = _as_matrix(q[None, :] if single else q, "queries", self.dim)
         excl = _exclusion(exclude)
+        if single:  # 1-D results are never padded: a huge k must not allocate for items that are not there
+            k = min(k, max(len(self), 1))
         ids, scores = self._search(q, k, excl)
         if single:
             keep = ids[0] >= 0

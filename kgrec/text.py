@@ -152,6 +152,11 @@ def _check_texts(texts) -> list[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise ConfigError(f"texts[{i}] is {type(t).__name__}, not str; pass '' for an item without text")
+        if not t.isascii():
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates (from \ud800 escapes): tokenizers refuse them
+                texts[i] = t.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     return texts
 
 

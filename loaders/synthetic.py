@@ -80,11 +80,14 @@ def synthetic(n_items: int = 10_000, n_users: int | None = None, n_interactions:
     their taste leaves, ``brand_loyalty`` from their favourite brand, the rest by global popularity; then a
     share ``follow`` is replaced by the complement of the previous item.
     """
+    _check_types(n_items=n_items, n_users=n_users, n_interactions=n_interactions, n_brands=n_brands, depth=depth,
+                 branching=branching, seed=seed, min_history=min_history, zipf=zipf, taste=taste,
+                 brand_loyalty=brand_loyalty, follow=follow, missing_price=missing_price, name=name)
     n_users = n_items if n_users is None else n_users
     n_interactions = 10 * n_users if n_interactions is None else n_interactions
     n_brands = max(1, n_items // 10) if n_brands is None else n_brands
     if branching is None:
-        branching = max(2, round((n_items / 40) ** (1 / max(depth, 1))))
+        branching = max(2, round((max(n_items, 0) / 40) ** (1 / max(depth, 1))))
     _check(n_items, n_users, n_interactions, n_brands, depth, branching, zipf, taste, brand_loyalty, follow,
            missing_price)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
@@ -115,6 +118,30 @@ def synthetic(n_items: int = 10_000, n_users: int | None = None, n_interactions:
     edges[INTERACTED.rel] = inter
     report = LoadReport(name)
     return finish(Catalog(nodes, edges, name=name), report)
+
+
+_INT_PARAMS = ("n_items", "n_users", "n_interactions", "n_brands", "depth", "branching", "seed", "min_history")
+_OPTIONAL = ("n_users", "n_interactions", "n_brands", "branching", "name")
+
+
+def _check_types(**params) -> None:
+    """Whole numbers where counts are expected, finite numbers elsewhere, before any arithmetic on them."""
+    problems = []
+    for k, v in params.items():
+        if v is None and k in _OPTIONAL:
+            continue
+        if k == "name":
+            if not isinstance(v, str) or not v:
+                problems.append(f"name must be a non-empty string (got {v!r})")
+        elif k in _INT_PARAMS:
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+                problems.append(f"{k} must be a whole number (got {v!r})")
+            elif k in ("seed", "min_history") and v < 0:
+                problems.append(f"{k} must be >= 0 (got {v})")
+        elif not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool) or not np.isfinite(v):
+            problems.append(f"{k} must be a finite number (got {v!r})")
+    if problems:
+        raise ConfigError("synthetic(): " + "; ".join(problems))
 
 
 def _check(n_items, n_users, n_interactions, n_brands, depth, branching, zipf, taste, brand_loyalty, follow,

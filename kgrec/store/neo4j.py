@@ -21,6 +21,11 @@ from kgrec.store.base import DEFAULT_BATCH_SIZE, GraphStore, Rows, check_catalog
 log = logging.getLogger(__name__)
 
 
+def _one_line(e: BaseException) -> str:
+    """A driver message on one line (connection errors span several)."""
+    return " ".join(str(e).split())
+
+
 def _plain_value(v: Any) -> Any:
     """Driver graph objects as plain dicts/lists, shaped like LadybugDB's (``_label`` plus properties)."""
     from neo4j.graph import Node, Path, Relationship
@@ -56,7 +61,7 @@ class Neo4jStore(GraphStore):
             self._driver.verify_connectivity()
         except Exception as e:  # bad URI or setting, unreachable server, wrong credentials
             self.close()
-            raise StoreError(f"cannot connect to {display_url}: {e}") from e
+            raise StoreError(f"cannot connect to {display_url}: {_one_line(e)}") from e
 
     # --- primitives ------------------------------------------------------------------------------------
     def _execute(self, text: str, params: dict | None, *, write: bool, timeout: float | None) -> tuple[list[str], Rows]:
@@ -77,9 +82,9 @@ class Neo4jStore(GraphStore):
         except neo4j.exceptions.Neo4jError as e:
             if timeout is not None and "TimedOut" in (e.code or ""):
                 raise StoreError(f"query exceeded the timeout of {timeout:g}s") from e
-            raise StoreError(f"{self.url}: {e.message or e}") from e
+            raise StoreError(f"{self.url}: {_one_line(e.message or e)}") from e
         except neo4j.exceptions.DriverError as e:
-            raise StoreError(f"{self.url}: {e}") from e
+            raise StoreError(f"{self.url}: {_one_line(e)}") from e
 
     def create_schema(self) -> None:
         self._require_writable()
