@@ -127,7 +127,9 @@ def register_eval(sub, common) -> None:
                        description="Split a dataset (leave-last-out, item-cold, temporal), build on the training "
                                    "side, and report accuracy and long-tail metrics per route and fused.")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset folder in the generic format")
-    p.add_argument("--protocol", default="leave-last-out", choices=("leave-last-out", "item-cold", "temporal"))
+    p.add_argument("--protocol", default="leave-last-out", choices=("leave-last-out", "item-cold", "temporal", "given"))
+    p.add_argument("--test", metavar="FILE.csv", help="protocol given: the test interactions (same columns as "
+                                                       "DIR/interactions.csv, which is the training side)")
     p.add_argument("--k", default="20,50", help="cut-offs, comma separated (default 20,50)")
     p.add_argument("--config", metavar="FILE.toml")
     p.add_argument("--tune", action="store_true", help="tune fusion weights on the validation view first")
@@ -160,9 +162,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             sweep = [float(x) for x in args.sweep.split(",")]
         except ValueError:
             raise ConfigError(f"--sweep {args.sweep!r}: give shares separated by commas, e.g. 0,0.25,0.5") from None
+    if args.protocol == "given" and not args.test:
+        raise ConfigError("--protocol given needs --test FILE.csv (the test interactions)")
+    if args.test and args.protocol != "given":
+        raise ConfigError("--test is only for --protocol given")
     catalog = load_generic(args.data)
+    test = load_generic(args.data, interactions_file=str(Path(args.test).resolve())) if args.test else None
     result = run_eval(catalog, args.protocol, ks, _config(args.config), tune=args.tune, sweep=sweep,
-                      seed=args.seed, max_users=args.max_users)
+                      seed=args.seed, max_users=args.max_users, test=test)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         from kgrec.cli import _json_safe
