@@ -12,10 +12,16 @@ from kgrec.errors import ConfigError, KGRecError
 log = logging.getLogger("kgrec.cli")
 
 
-def _config(path: str | None):
+def _config(path: str | None, cache_dir: str | None = None):
     from kgrec.config import EngineConfig
 
-    return EngineConfig.from_toml(path) if path else EngineConfig()
+    config = EngineConfig.from_toml(path) if path else EngineConfig()
+    return config.replace(cache_dir=cache_dir) if cache_dir else config
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE.toml", help="engine configuration ([engine] table)")
+    p.add_argument("--cache-dir", metavar="DIR", help="text-embedding cache (reruns skip encoding unchanged items)")
 
 
 def _engine(path: str):
@@ -54,7 +60,7 @@ def register_build(sub, common) -> None:
                                    "save the engine to --out (atomically).")
     add_store_option(p)
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
-    p.add_argument("--config", metavar="FILE.toml", help="engine configuration ([engine] table)")
+    _add_config_options(p)
     p.set_defaults(func=cmd_build)
 
 
@@ -62,7 +68,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from kgrec.engine import KGRec
     from kgrec.store import open_store
 
-    config = _config(args.config)
+    config = _config(args.config, args.cache_dir)
     t0 = time.perf_counter()
     with open_store(args.store, read_only=True) as store:
         kg = store.export()
@@ -131,7 +137,7 @@ def register_eval(sub, common) -> None:
     p.add_argument("--test", metavar="FILE.csv", help="protocol given: the test interactions (same columns as "
                                                        "DIR/interactions.csv, which is the training side)")
     p.add_argument("--k", default="20,50", help="cut-offs, comma separated (default 20,50)")
-    p.add_argument("--config", metavar="FILE.toml")
+    _add_config_options(p)
     p.add_argument("--tune", action="store_true", help="tune fusion weights on the validation view first")
     p.add_argument("--sweep", nargs="?", const="0,0.1,0.2,0.3,0.4,0.5", default=None, metavar="Q,Q,…",
                    help="sweep the tail quota (default 0,0.1,…,0.5) and record accuracy vs tail share")
@@ -168,7 +174,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--test is only for --protocol given")
     catalog = load_generic(args.data)
     test = load_generic(args.data, interactions_file=str(Path(args.test).resolve())) if args.test else None
-    result = run_eval(catalog, args.protocol, ks, _config(args.config), tune=args.tune, sweep=sweep,
+    result = run_eval(catalog, args.protocol, ks, _config(args.config, args.cache_dir), tune=args.tune, sweep=sweep,
                       seed=args.seed, max_users=args.max_users, test=test)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

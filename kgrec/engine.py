@@ -100,6 +100,7 @@ class KGRec:
         self.vectors = vectors
         self.encoder = encoder
         self.is_head = _head_mask(train.matrix)
+        self.is_cold = np.asarray(train.matrix.getnnz(axis=0) == 0)
         self.timings: dict[str, float] = {}
 
     # --- building ----------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ class KGRec:
     def _run(self, query: Query, k: int, route_names) -> tuple[np.ndarray, np.ndarray, dict]:
         n = self._n(k)
         results = {name: self.routes[name].recall(query, n) for name in route_names if name in self.routes}
-        return fuse(results, k, self.config.fusion, self.is_head)
+        return fuse(results, k, self.config.fusion, self.is_head, self.is_cold)
 
     def _candidates(self, query: Query, ids, scores, hits, explain: bool) -> list[Candidate]:
         out = []

@@ -88,8 +88,8 @@ def _lists_recommender(lists: list[dict], users: np.ndarray, pick):
     return recommend
 
 
-def _fused_pick(fusion: FusionConfig, is_head: np.ndarray):
-    return lambda res, n: fuse(res, n, fusion, is_head)[0]
+def _fused_pick(fusion: FusionConfig, engine: KGRec):
+    return lambda res, n: fuse(res, n, fusion, engine.is_head, engine.is_cold)[0]
 
 
 def _route_pick(route: str):
@@ -100,25 +100,37 @@ def _flat(result: dict) -> dict:
     return {k: v for k, v in result["all"].items()}
 
 
+COLD_QUOTA = "cold_quota"
+
+
 def tune_fusion(engine: KGRec, split: ev.Split, k: int = 50, max_users: int = 3000, seed: int = 0,
-                grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)) -> tuple[FusionConfig, dict]:
-    """Coordinate search over route weights maximising HR@k on the split's validation view. ``engine`` must
-    be built on the tuning view (``build_for(..., on="valid")``)."""
+                grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
+                cold_grid: Sequence[float] = (0.0, 0.05, 0.1, 0.2)) -> tuple[FusionConfig, dict]:
+    """Coordinate search over route weights and the cold quota, maximising HR@k on the split's validation
+    view. ``engine`` must be built on the tuning view (``build_for(..., on="valid")``)."""
     users = split.valid_users
     if len(users) > max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
     lists = engine.route_lists(users, engine._n(k))
     base = engine.config.fusion
 
-    def objective(weights: dict) -> float:
-        fusion = base.replace(weights=weights)
-        rec = _lists_recommender(lists, users, _fused_pick(fusion, engine.is_head))
+    def fusion_of(knobs: dict) -> FusionConfig:
+        weights = {r: w for r, w in knobs.items() if r != COLD_QUOTA}
+        return base.replace(weights=weights, cold_quota=knobs[COLD_QUOTA])
+
+    def objective(knobs: dict) -> float:
+        if not any(w > 0 for r, w in knobs.items() if r != COLD_QUOTA):
+            return 0.0
+        rec = _lists_recommender(lists, users, _fused_pick(fusion_of(knobs), engine))
         return ev.evaluate(rec, split, ks=(k,), users=users, on="valid")["all"][f"hr@{k}"]
 
     start = {r: base.weight(r) for r in engine.routes if r not in QUERY_ROUTES}
-    best, score, trace = coordinate_search(objective, start, grid=tuple(grid))
-    return base.replace(weights=best), {"metric": f"hr@{k}", "valid_score": score, "weights": best,
-                                        "n_users": int(len(users)), "trace": trace}
+    grids = {r: tuple(grid) for r in start}
+    start[COLD_QUOTA], grids[COLD_QUOTA] = base.cold_quota, tuple(cold_grid)
+    best, score, trace = coordinate_search(objective, start, grid=grids)
+    fusion = fusion_of(best)
+    return fusion, {"metric": f"hr@{k}", "valid_score": score, "weights": dict(fusion.weights),
+                    "cold_quota": fusion.cold_quota, "n_users": int(len(users)), "trace": trace}
 
 
 def run_eval(catalog: Catalog, protocol: str = "leave-last-out", ks: Sequence[int] = (20, 50),
@@ -153,7 +165,7 @@ def run_eval(catalog: Catalog, protocol: str = "leave-last-out", ks: Sequence[in
     brand = catalog.item_brand()
     # ``text`` answers free-text queries, not users: it has nothing to say in a user-based protocol
     pickers = {r: _route_pick(r) for r in engine.routes if r not in QUERY_ROUTES}
-    pickers[FUSED] = _fused_pick(config.fusion, engine.is_head)
+    pickers[FUSED] = _fused_pick(config.fusion, engine)
     results, cold, warm = {}, {}, {}
     for name, pick in pickers.items():
         res = ev.evaluate(_lists_recommender(lists, users, pick), split, ks=ks, users=users, brand_of_item=brand)
@@ -169,7 +181,7 @@ def run_eval(catalog: Catalog, protocol: str = "leave-last-out", ks: Sequence[in
         curve = []
         for q in sweep:
             fusion = config.fusion.replace(tail_quota=float(q))
-            res = ev.evaluate(_lists_recommender(lists, users, _fused_pick(fusion, engine.is_head)), split,
+            res = ev.evaluate(_lists_recommender(lists, users, _fused_pick(fusion, engine)), split,
                               ks=(k,), users=users)
             curve.append({"tail_quota": float(q), f"hr@{k}": res["all"][f"hr@{k}"],
                           f"tail_share@{k}": res["all"][f"tail_share@{k}"],

@@ -29,12 +29,15 @@ class FusionConfig:
     rrf_k: float = 60.0
     quotas: Mapping[str, int] = field(default_factory=dict)  # route → guaranteed slots
     tail_quota: float = 0.0  # share of k reserved for items outside the popular head
+    cold_quota: float = 0.0  # share of k reserved for items with no training interaction (new items)
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, str) or self.mode not in ("rrf", "weighted"):
             raise ConfigError(f"fusion mode {self.mode!r}: use 'rrf' or 'weighted'")
-        if not _is_real(self.tail_quota) or not 0.0 <= self.tail_quota <= 1.0:
-            raise ConfigError(f"tail_quota={self.tail_quota!r}: use a share between 0 and 1")
+        for key in ("tail_quota", "cold_quota"):
+            v = getattr(self, key)
+            if not _is_real(v) or not 0.0 <= v <= 1.0:
+                raise ConfigError(f"{key}={v!r}: use a share between 0 and 1")
         if not _is_real(self.rrf_k) or not math.isfinite(self.rrf_k) or self.rrf_k <= 0:
             raise ConfigError(f"rrf_k={self.rrf_k!r}: use a finite number > 0")
         for key in ("weights", "quotas"):
@@ -89,11 +92,13 @@ RouteResults = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
 
 def fuse(results: RouteResults, k: int, config: FusionConfig = FusionConfig(),
-         is_head: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[int, dict[str, RouteHit]]]:
+         is_head: np.ndarray | None = None, is_cold: np.ndarray | None = None,
+         ) -> tuple[np.ndarray, np.ndarray, dict[int, dict[str, RouteHit]]]:
     """Fuse ``{route: (ids, scores)}`` into the best ``k`` items.
 
     Returns ``(ids, scores, hits)`` where ``hits[item]`` maps each route that found the item to its
-    :class:`RouteHit`. ``is_head`` (bool per item) marks the popular head, needed for ``tail_quota``.
+    :class:`RouteHit`. ``is_head`` (bool per item) marks the popular head, needed for ``tail_quota``;
+    ``is_cold`` marks items without training interactions, needed for ``cold_quota``.
     """
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32), {}
@@ -117,16 +122,19 @@ def fuse(results: RouteResults, k: int, config: FusionConfig = FusionConfig(),
     scores = np.fromiter(fused.values(), np.float64, len(fused))
     order = np.lexsort((items, -scores))  # best first; ties → lower index, deterministic
     ranked = items[order]
-    chosen = _apply_quotas(ranked, k, results, config, is_head)
+    chosen = _apply_quotas(ranked, k, results, config, is_head, is_cold)
     score_of = dict(zip(items.tolist(), scores.tolist()))
     out_scores = np.array([score_of[i] for i in chosen.tolist()], np.float32)
     return chosen, out_scores, {i: hits[i] for i in chosen.tolist()}
 
 
 def _apply_quotas(ranked: np.ndarray, k: int, results: RouteResults, config: FusionConfig,
-                  is_head: np.ndarray | None) -> np.ndarray:
-    """Top ``k`` of ``ranked`` after forcing route quotas and the tail quota in, keeping fused order."""
-    if not config.quotas and (config.tail_quota <= 0 or is_head is None):
+                  is_head: np.ndarray | None, is_cold: np.ndarray | None) -> np.ndarray:
+    """Top ``k`` of ``ranked`` after forcing route quotas, the cold quota and the tail quota in (in that
+    order of precedence), keeping fused order."""
+    shares = [(config.cold_quota, is_cold, True), (config.tail_quota, is_head, False)]
+    shares = [(q, mask, wanted) for q, mask, wanted in shares if q > 0 and mask is not None]
+    if not config.quotas and not shares:
         return ranked[:k]
     position = {int(i): p for p, i in enumerate(ranked.tolist())}
     protected: list[int] = []
@@ -141,10 +149,8 @@ def _apply_quotas(ranked: np.ndarray, k: int, results: RouteResults, config: Fus
         if route in results:
             for i in results[route][0][:q].tolist():
                 protect(i)
-    if config.tail_quota > 0 and is_head is not None:
-        want = int(math.ceil(config.tail_quota * k))
-        tail = [i for i in ranked.tolist() if not is_head[i]][:want]
-        for i in tail:
+    for q, mask, wanted in shares:  # the best-ranked items of a group (cold: mask set; tail: mask unset)
+        for i in [i for i in ranked.tolist() if bool(mask[i]) == wanted][:int(math.ceil(q * k))]:
             protect(i)
     protected = protected[:k]
     rest = [i for i in ranked.tolist() if i not in seen][: k - len(protected)]
@@ -154,9 +160,10 @@ def _apply_quotas(ranked: np.ndarray, k: int, results: RouteResults, config: Fus
 
 
 def coordinate_search(objective: Callable[[dict[str, float]], float], weights: Mapping[str, float],
-                      grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0), rounds: int = 2,
-                      ) -> tuple[dict[str, float], float, list[dict]]:
-    """Maximise ``objective(weights)`` one route weight at a time over ``grid``.
+                      grid: tuple[float, ...] | Mapping[str, tuple[float, ...]] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
+                      rounds: int = 2) -> tuple[dict[str, float], float, list[dict]]:
+    """Maximise ``objective(weights)`` one knob at a time over ``grid`` (one grid for all knobs, or one per
+    knob). A trial where every knob is 0 is skipped.
 
     Meant to run on a validation split carved from training data. Returns the best weights, their score
     and the trace of every evaluation (for the record).
@@ -167,7 +174,7 @@ def coordinate_search(objective: Callable[[dict[str, float]], float], weights: M
     for _ in range(rounds):
         improved = False
         for route in list(best):
-            for g in grid:
+            for g in (grid.get(route, ()) if isinstance(grid, Mapping) else grid):
                 if g == best[route]:
                     continue
                 trial = {**best, route: g}

@@ -76,3 +76,16 @@ def test_coordinate_search_finds_the_best_weight():
     assert best == {"a": 2.0, "b": 0.5}
     assert score == pytest.approx(0.0)
     assert len(trace) > 1
+
+
+def test_cold_quota_reserves_slots_for_items_without_interactions():
+    warm = r(*range(10))
+    cold_route = r(50, 51, 52)
+    is_cold = np.zeros(60, bool)
+    is_cold[50:] = True
+    ids, _, _ = fuse({"a": warm, "b": cold_route}, k=5, config=FusionConfig(weights={"b": 0.01}),
+                     is_cold=is_cold)
+    assert not is_cold[ids].any()
+    ids, _, _ = fuse({"a": warm, "b": cold_route}, k=5, config=FusionConfig(weights={"b": 0.01}, cold_quota=0.4),
+                     is_cold=is_cold)
+    assert sorted(ids[is_cold[ids]].tolist()) == [50, 51] and len(ids) == 5
