@@ -306,3 +306,52 @@ def history_positions(user: np.ndarray, ts: np.ndarray, order: np.ndarray) -> np
     run_start = np.repeat(starts, np.diff(np.r_[starts, len(u_sorted)]))
     seq[perm] = np.arange(len(user)) - run_start
     return seq
+
+
+def append_items(catalog: Catalog, items: Sequence[dict]) -> Catalog:
+    """A new catalog: ``catalog`` plus ``items`` (dicts with ``item_id`` and optional ``title``,
+    ``description``, ``brand``, ``category_path``, ``price``), their new brands and categories appended after
+    the existing ones so every existing index keeps its meaning. ``catalog`` itself is not changed."""
+    nodes = {label: NodeTable(IdMap(t.ids.ids, kind=label), dict(t.props)) for label, t in catalog.nodes.items()}
+    edges = {rel: EdgeTable(t.src, t.dst, dict(t.props)) for rel, t in catalog.edges.items()}
+    item_t, brand_t, cat_t = nodes[ITEM], nodes[BRAND], nodes[CATEGORY]
+    new_props: dict[str, list] = {p.name: [] for p in catalog.schema.node(ITEM).properties}
+    new_brand_names, new_cat_names, new_cat_levels = [], [], []
+    added: dict[str, list[tuple[int, int]]] = {HAS_BRAND.rel: [], IN_CATEGORY.rel: [], SUBCATEGORY_OF.rel: []}
+    for it in items:
+        i = item_t.ids.add(str(it["item_id"]))
+        new_props["title"].append(it.get("title") or "")
+        new_props["description"].append(it.get("description") or "")
+        price = it.get("price")
+        new_props["price"].append(math.nan if price is None else float(price))
+        brand = normalize_brand(it.get("brand"))
+        if brand:
+            n = len(brand_t.ids)
+            b = brand_t.ids.add(brand)
+            if b == n:
+                new_brand_names.append(brand)
+            added[HAS_BRAND.rel].append((i, b))
+        parent, prefix = -1, ""
+        path = it.get("category_path") or ()
+        for level, name in enumerate(x for x in (" ".join(str(p).split()) for p in path) if x):
+            prefix = name if not prefix else prefix + CATEGORY_SEP + name
+            n = len(cat_t.ids)
+            c = cat_t.ids.add(prefix)
+            if c == n:
+                new_cat_names.append(name)
+                new_cat_levels.append(level)
+                if parent >= 0:
+                    added[SUBCATEGORY_OF.rel].append((c, parent))
+            parent = c
+        if parent >= 0:
+            added[IN_CATEGORY.rel].append((i, parent))
+    for p in catalog.schema.node(ITEM).properties:
+        item_t.props[p.name] = np.concatenate([item_t.props[p.name], _column(new_props[p.name], p.dtype)])
+    brand_t.props["name"] = np.concatenate([brand_t.props["name"], _column(new_brand_names, "object")])
+    cat_t.props["name"] = np.concatenate([cat_t.props["name"], _column(new_cat_names, "object")])
+    cat_t.props["level"] = np.concatenate([cat_t.props["level"], np.asarray(new_cat_levels, np.int64)])
+    for rel, pairs in added.items():
+        if pairs:
+            s, d = np.asarray(pairs, np.int64).T
+            edges[rel] = EdgeTable(np.concatenate([edges[rel].src, s]), np.concatenate([edges[rel].dst, d]))
+    return Catalog(nodes, edges, name=catalog.name)

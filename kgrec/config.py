@@ -16,15 +16,17 @@ from types import MappingProxyType
 from kgrec.errors import ConfigError
 from kgrec.fusion import FusionConfig
 
-ROUTES = ("itemcf", "kg", "ann", "text", "popular")
+ROUTES = ("itemcf", "kg", "ann", "ann_text", "text", "popular")
 # route section -> (module, class): a section's keys are the keyword options of that route's constructor
 ROUTE_CLASSES = {
     "itemcf": ("kgrec.routes.itemcf", "ItemCFRoute"),
     "kg": ("kgrec.routes.kg", "KGRoute"),
     "ann": ("kgrec.routes.ann", "AnnRoute"),
     "popular": ("kgrec.routes.popular", "PopularRoute"),
+    "gcn": ("kgrec.gcn_train", "train_gcn"),  # not a route: the GCN training options
 }
-_ROUTE_DATA_ARGS = frozenset({"self", "kg", "R", "sim", "vectors", "index", "titles", "name"})
+_ROUTE_DATA_ARGS = frozenset({"self", "kg", "R", "sim", "vectors", "index", "titles", "name", "train_user",
+                              "train_item", "text_vectors", "train_seq", "progress"})
 
 
 @cache
@@ -78,8 +80,12 @@ class EngineConfig:
     # item-CF defaults chosen on the Scientific validation view (second-to-last items), see tests/test_routes.py
     itemcf: Mapping = field(default_factory=lambda: {"k": 200, "shrink": 100.0, "recency": 0.1})
     kg: Mapping = field(default_factory=dict)
-    ann: Mapping = field(default_factory=dict)
+    # history-mean query with recency 0.5: chosen on the validation view with GCN vectors (benchmarks/gcn_experiment.py)
+    ann: Mapping = field(default_factory=lambda: {"recency": 0.5})
     popular: Mapping = field(default_factory=dict)
+    # item vectors of the ``ann`` route: "gcn" (GCN over the KG fused with the text vectors) or "text"
+    vectors: str = "gcn"
+    gcn: Mapping = field(default_factory=dict)  # keyword options of kgrec.gcn_train.train_gcn
     fusion: FusionConfig = field(default_factory=lambda: FusionConfig(weights={"popular": 0.1}))
     candidates_per_route: int = 300  # each route proposes max(this, 2k) items to fusion
     seed: int = 0
@@ -111,10 +117,15 @@ class EngineConfig:
             raise ConfigError(f"index={self.index!r}: choose one of {list(KINDS)}")
         if not isinstance(self.fusion, FusionConfig):
             raise ConfigError(f"fusion={self.fusion!r}: use a [fusion] table or a FusionConfig")
+        if self.vectors not in ("gcn", "text"):
+            raise ConfigError(f"vectors={self.vectors!r}: use 'gcn' (graph + text) or 'text'")
         for name in ROUTE_CLASSES:
             section = getattr(self, name)
             if section is None:
                 section = {}
+            if name == "gcn" and not section:  # checking its options imports torch: only when given
+                object.__setattr__(self, name, _frozen(section))
+                continue
             if not isinstance(section, Mapping) or not all(isinstance(k, str) for k in section):
                 raise ConfigError(f"{name}={section!r}: use a table of options, e.g. [engine.{name}]")
             unknown = set(section) - route_options(name)

@@ -90,15 +90,17 @@ def _head_mask(matrix: sp.csr_matrix, share: float = 0.2) -> np.ndarray:
 
 class KGRec:
     def __init__(self, kg: KnowledgeGraph, config: EngineConfig, train: Histories, routes: dict,
-                 skipped: dict[str, str], vectors: np.ndarray | None, encoder=None) -> None:
+                 skipped: dict[str, str], vectors: np.ndarray | None, encoder=None,
+                 gcn: GCNVectors | None = None) -> None:
         self.kg = kg
         self.catalog = kg.catalog
         self.config = config
         self.train = train
         self.routes = routes
         self.skipped = skipped
-        self.vectors = vectors
+        self.vectors = vectors  # text vectors (BERT), one row per item
         self.encoder = encoder
+        self.gcn = gcn  # GCN state and fused item vectors, when config.vectors == "gcn"
         self.is_head = _head_mask(train.matrix)
         self.is_cold = np.asarray(train.matrix.getnnz(axis=0) == 0)
         self.timings: dict[str, float] = {}
@@ -122,8 +124,13 @@ class KGRec:
             t0 = time.perf_counter()
             vectors, encoder, text_reason = text or text_vectors(kg.catalog, config)
             timings["encode"] = time.perf_counter() - t0
-        routes, skipped = _make_routes(kg, config, train, vectors, encoder, text_reason, timings)
-        engine = cls(kg, config, train, routes, skipped, vectors, encoder)
+        gcn = None
+        if vectors is not None and config.vectors == "gcn" and "ann" in config.routes and train.matrix.nnz:
+            t0 = time.perf_counter()
+            gcn = train_gcn_vectors(kg, train, vectors, config)
+            timings["gcn"] = time.perf_counter() - t0
+        routes, skipped = _make_routes(kg, config, train, vectors, encoder, text_reason, timings, gcn=gcn)
+        engine = cls(kg, config, train, routes, skipped, vectors, encoder, gcn)
         engine.timings = timings
         return engine
 
@@ -247,6 +254,54 @@ class KGRec:
                 out.extend(route.explain(query, i))
         return out
 
+    # --- growing the catalog -------------------------------------------------------------------------
+    def add_items(self, items) -> list[str]:
+        """Add new items (no interactions yet) and make them recallable at once, without retraining.
+
+        ``items``: dicts with ``item_id`` and any of ``title``, ``description``, ``brand``,
+        ``category_path``, ``price``. Each gets a text vector, a fused vector through the trained GCN
+        propagation (text + its brand / category neighbours), and joins the ``kg``, ``ann`` and ``text``
+        routes. Not thread-safe: do not call while other calls run. Returns the new ids.
+        """
+        from kgrec.catalog import append_items
+        from kgrec.text import item_texts, make_encoder
+
+        items = list(items)
+        ids = [_new_item_id(self.catalog, it, k) for k, it in enumerate(items)]
+        if len(set(ids)) != len(ids):
+            raise ConfigError("add_items: the same item_id is given twice; give each new item once")
+        if not items:
+            return []
+        n_old = self.catalog.n_items
+        catalog = append_items(self.catalog, items)
+        kg = KnowledgeGraph(catalog)
+        n = catalog.n_items
+        vectors = self.vectors
+        if vectors is not None:
+            encoder = self.encoder or make_encoder(self.config.encoder)
+            texts = item_texts(catalog, fields=self.config.text_fields, max_chars=self.config.text_max_chars)[n_old:]
+            vectors = np.vstack([vectors, encoder.encode(texts, show_progress_bar=False)]).astype(np.float32)
+            self.encoder = encoder
+        m = self.train.matrix
+        matrix = sp.csr_matrix((m.data, m.indices, m.indptr), shape=(m.shape[0], n))
+        train = Histories(self.train.indptr, self.train.items, matrix)
+        gcn = self.gcn
+        if gcn is not None:
+            gcn = _grow_gcn(self.kg, self.train, gcn, vectors, catalog, n_old)
+        sim = None
+        if "itemcf" in self.routes:
+            old = self.routes["itemcf"].sim
+            sim = sp.csr_matrix((old.data, old.indices, np.r_[old.indptr, np.full(n - n_old, old.indptr[-1])]),
+                                shape=(n, n))
+        routes, skipped = _make_routes(kg, self.config, train, vectors, self.encoder, None, {}, itemcf_sim=sim,
+                                       gcn=gcn)
+        # swap everything in at once
+        self.kg, self.catalog, self.train, self.vectors, self.gcn = kg, catalog, train, vectors, gcn
+        self.routes, self.skipped = routes, skipped
+        self.is_head = _head_mask(matrix)
+        self.is_cold = np.asarray(matrix.getnnz(axis=0) == 0)
+        return ids
+
     # --- persistence -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write the engine to ``path`` atomically (temp dir, then rename) with a checksummed manifest."""
@@ -260,7 +315,13 @@ class KGRec:
                 np.save(tmp / "vectors.npy", self.vectors)
             if "itemcf" in self.routes:
                 sp.save_npz(tmp / "itemcf_sim.npz", self.routes["itemcf"].sim)
+            gcn_meta = None
+            if self.gcn is not None:
+                np.save(tmp / "gcn_vectors.npy", self.gcn.item_vectors)
+                np.savez(tmp / "gcn_state.npz", **{k: v.numpy() for k, v in self.gcn.state["state_dict"].items()})
+                gcn_meta = {"hparams": self.gcn.state["hparams"], "info": self.gcn.info}
             return {
+                "gcn": gcn_meta,
                 "kgrec_version": __version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "python": platform.python_version(),
@@ -291,6 +352,15 @@ class KGRec:
                 train = Histories(z["indptr"], z["items"], m)
             vectors = np.load(path / "vectors.npy", allow_pickle=False) if (path / "vectors.npy").exists() else None
             sim = sp.load_npz(path / "itemcf_sim.npz") if (path / "itemcf_sim.npz").exists() else None
+            gcn = None
+            if manifest.get("gcn"):
+                import torch
+
+                with np.load(path / "gcn_state.npz", allow_pickle=False) as z:
+                    state = {"hparams": manifest["gcn"]["hparams"],
+                             "state_dict": {k: torch.from_numpy(z[k]) for k in z.files}}
+                gcn = GCNVectors(state, np.load(path / "gcn_vectors.npy", allow_pickle=False),
+                                 manifest["gcn"].get("info", {}))
         except (OSError, KeyError, ValueError) as e:
             check_unchanged(path, manifest)
             raise ArtifactError(f"{path}: cannot read the artifact ({e}); rebuild it") from e
@@ -301,12 +371,69 @@ class KGRec:
             from kgrec.text import make_encoder
 
             encoder = make_encoder(config.encoder)
-        routes, skipped = _make_routes(kg, config, train, vectors, encoder, None, {}, itemcf_sim=sim)
-        return cls(kg, config, train, routes, skipped, vectors, encoder)
+        routes, skipped = _make_routes(kg, config, train, vectors, encoder, None, {}, itemcf_sim=sim, gcn=gcn)
+        return cls(kg, config, train, routes, skipped, vectors, encoder, gcn)
 
 
 # --- route construction ----------------------------------------------------------------------------
 TextVectors = tuple  # (vectors or None, encoder or None, reason the text routes are unavailable or None)
+
+
+@dataclass
+class GCNVectors:
+    """A trained GCN (``KGGCN.state()``), the fused item vectors it gives, and its training record."""
+
+    state: dict
+    item_vectors: np.ndarray
+    info: dict
+
+
+def train_gcn_vectors(kg: KnowledgeGraph, train: Histories, text: np.ndarray, config: EngineConfig) -> GCNVectors:
+    """Train the GCN on the training histories (never on the catalog's own interactions) with the text
+    vectors as item inputs; see :func:`kgrec.gcn_train.train_gcn`."""
+    from kgrec.gcn_train import train_gcn
+
+    lengths = np.diff(train.indptr)
+    user = np.repeat(np.arange(len(lengths)), lengths)
+    seq = np.arange(len(train.items)) - np.repeat(train.indptr[:-1], lengths)
+    options = {"seed": config.seed, **config.gcn}
+    state, item_vectors, _, info = train_gcn(kg, user, train.items, text, train_seq=seq, **options)
+    log.info("GCN: best epoch %s, validation HR@50 %.4f, %.0fs", info.get("best_epoch"),
+             info.get("valid_hr@50_best", float("nan")), info.get("seconds", 0.0))
+    return GCNVectors(state, np.ascontiguousarray(item_vectors, np.float32), _json_ready(info))
+
+
+def _grow_gcn(kg: KnowledgeGraph, train: Histories, gcn: GCNVectors, text: np.ndarray, catalog: Catalog,
+              n_old: int) -> GCNVectors:
+    """Fused vectors for items appended after training: one forward pass of the trained model over the
+    training graph grown by the new items' brand / category edges (brands or categories the model has not
+    seen contribute nothing; the item still has its text)."""
+    from kgrec.gcn import GCNGraph, infer_items
+
+    hp = gcn.state["hparams"]
+    lengths = np.diff(train.indptr)
+    graph = GCNGraph.from_kg(kg, np.repeat(np.arange(len(lengths)), lengths), train.items)
+    brand, category = catalog.item_brand()[n_old:], catalog.item_category()[n_old:]
+    brand = np.where(brand < hp["n_brands"], brand, -1)
+    category = np.where(category < hp["n_categories"], category, -1)
+    _, item_vectors = infer_items(gcn.state, graph, text, brand, category)
+    return GCNVectors(gcn.state, np.ascontiguousarray(item_vectors, np.float32), gcn.info)
+
+
+def _new_item_id(catalog: Catalog, item, k: int) -> str:
+    if not isinstance(item, dict) or "item_id" not in item:
+        raise ConfigError(f"add_items: item #{k} must be a dict with an 'item_id' (and title, brand, "
+                          "category_path, description, price as available)")
+    ext = str(item["item_id"]).strip()
+    if not ext:
+        raise ConfigError(f"add_items: item #{k} has an empty item_id")
+    if ext in catalog.items:
+        raise ConfigError(f"add_items: item {ext!r} is already in the catalog; new items only")
+    return ext
+
+
+def _json_ready(info: dict) -> dict:
+    return json.loads(json.dumps(info, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
 
 def text_vectors(catalog: Catalog, config: EngineConfig) -> TextVectors:
@@ -325,7 +452,8 @@ def text_vectors(catalog: Catalog, config: EngineConfig) -> TextVectors:
 
 
 def _make_routes(kg: KnowledgeGraph, config: EngineConfig, train: Histories, vectors, encoder,
-                 text_reason: str | None, timings: dict, itemcf_sim=None) -> tuple[dict, dict[str, str]]:
+                 text_reason: str | None, timings: dict, itemcf_sim=None,
+                 gcn: GCNVectors | None = None) -> tuple[dict, dict[str, str]]:
     from kgrec.routes.ann import AnnRoute, TextRoute
     from kgrec.routes.itemcf import ItemCFRoute
     from kgrec.routes.kg import KGRoute
@@ -349,15 +477,18 @@ def _make_routes(kg: KnowledgeGraph, config: EngineConfig, train: Histories, vec
                     else ItemCFRoute(kg, R, **config.itemcf)
             elif name == "kg":
                 routes[name] = KGRoute(kg, R, **config.kg)
-            elif name in ("ann", "text"):
+            elif name in ("ann", "ann_text", "text"):
                 if vectors is None:
                     raise RouteUnavailable(text_reason or "no item vectors")
-                if index is None:
-                    from kgrec.index import make_index
+                from kgrec.index import make_index
 
+                if index is None:
                     index = make_index(vectors, kind=config.index)
-                if name == "ann":
-                    routes[name] = AnnRoute(vectors, index, titles, **config.ann)
+                if name == "ann" and gcn is not None:  # fused GCN + text vectors
+                    routes[name] = AnnRoute(gcn.item_vectors, make_index(gcn.item_vectors, kind=config.index),
+                                            titles, name=name, **config.ann)
+                elif name in ("ann", "ann_text"):  # text vectors only
+                    routes[name] = AnnRoute(vectors, index, titles, name=name, **config.ann)
                 else:
                     if encoder is None:
                         raise RouteUnavailable("no text encoder")

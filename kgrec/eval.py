@@ -323,6 +323,24 @@ def lorenz(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return frac, np.r_[0.0, np.cumsum(x) / total]
 
 
+def exposure_counts(rec: np.ndarray, n_items: int, k: int | None = None) -> np.ndarray:
+    """How often each item appears in recommendation lists: ``rec`` is ``(users, slots)`` item indices, best
+    first, -1 padded (as ``recommend`` returns them); only the first ``k`` slots count when given."""
+    rec = np.asarray(rec, np.int64)
+    if rec.ndim != 2:
+        raise ConfigError(f"exposure_counts: expected a 2-D (users, slots) array of item indices, got {rec.shape}")
+    rec = rec if k is None else rec[:, :k]
+    return np.bincount(rec[rec >= 0], minlength=n_items)
+
+
+def group_totals(amounts: np.ndarray, group_of_item: np.ndarray) -> np.ndarray:
+    """Per-item amounts summed per group (e.g. exposure per brand): ``group_of_item`` holds each item's group
+    index, -1 for none (left out); the result has one entry per group, ``max(group) + 1`` of them."""
+    g = np.asarray(group_of_item, np.int64)
+    has = g >= 0
+    return np.bincount(g[has], weights=np.asarray(amounts, np.float64)[has], minlength=int(g.max(initial=-1)) + 1)
+
+
 def train_popularity(train: sp.spmatrix | np.ndarray) -> np.ndarray:
     """Training popularity per item: the column sums of a users × items matrix (binary: distinct users),
     or the given per-item array itself."""
@@ -521,7 +539,7 @@ def evaluate(recommend: Callable[[np.ndarray, int], np.ndarray], split: Split, k
             else:
                 grp.add(hits & in_g[np.maximum(rec, 0)], np.bincount(row_of[in_g[t.indices]], minlength=len(u)))
         for k in ks:
-            exposure[k] += np.bincount(rec[:, :k][filled[:, :k]], minlength=n_items)
+            exposure[k] += exposure_counts(rec, n_items, k)
 
     out: dict = {}
     for (key, sub), (grp, _) in groups.items():
@@ -539,9 +557,7 @@ def evaluate(recommend: Callable[[np.ndarray, int], np.ndarray], split: Split, k
         a[f"gini@{k}"] = gini(e)
         a[f"novelty@{k}"] = float((e * smoothed).sum() / slots) if slots else 0.0
         if brand_of_item is not None:
-            b = np.asarray(brand_of_item, np.int64)
-            has = b >= 0
-            a[f"brand_gini@{k}"] = gini(np.bincount(b[has], weights=e[has], minlength=int(b.max(initial=-1)) + 1))
+            a[f"brand_gini@{k}"] = gini(group_totals(e, brand_of_item))
     out.update(
         n_users=int(len(users)), n_targets=int(t_rows.nnz), n_repeat_targets=_n_repeats(t_rows, train[users]),
         split=split.name, view=on, ks=list(ks),

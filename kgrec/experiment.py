@@ -88,8 +88,11 @@ def _lists_recommender(lists: list[dict], users: np.ndarray, pick):
     return recommend
 
 
-def _fused_pick(fusion: FusionConfig, engine: KGRec):
-    return lambda res, n: fuse(res, n, fusion, engine.is_head, engine.is_cold)[0]
+def _fused_pick(fusion: FusionConfig, engine: KGRec, routes: Sequence[str] | None = None):
+    """Fuse a user's route lists (only ``routes``, default: the engine's configured ones)."""
+    keep = set(routes or engine.config.routes)
+    return lambda res, n: fuse({r: v for r, v in res.items() if r in keep}, n, fusion, engine.is_head,
+                               engine.is_cold)[0]
 
 
 def _route_pick(route: str):
@@ -155,7 +158,11 @@ def run_eval(catalog: Catalog, protocol: str = "leave-last-out", ks: Sequence[in
         out["tuning"] = info
         timings["tune"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    engine = build_for(kg, split, config, text=text)
+    report = config
+    if config.vectors == "gcn" and "ann" in config.routes and "ann_text" not in config.routes:
+        # report text-only ANN beside the GCN-fused one; fusion still uses the configured routes only
+        report = config.replace(routes=(*config.routes, "ann_text"))
+    engine = build_for(kg, split, report, text=text)
     timings["build"] = time.perf_counter() - t0
     out["skipped_routes"] = engine.skipped
     users = eval_users(split, max_users, seed)
@@ -165,7 +172,7 @@ def run_eval(catalog: Catalog, protocol: str = "leave-last-out", ks: Sequence[in
     brand = catalog.item_brand()
     # ``text`` answers free-text queries, not users: it has nothing to say in a user-based protocol
     pickers = {r: _route_pick(r) for r in engine.routes if r not in QUERY_ROUTES}
-    pickers[FUSED] = _fused_pick(config.fusion, engine)
+    pickers[FUSED] = _fused_pick(config.fusion, engine, config.routes)
     results, cold, warm = {}, {}, {}
     for name, pick in pickers.items():
         res = ev.evaluate(_lists_recommender(lists, users, pick), split, ks=ks, users=users, brand_of_item=brand)
@@ -181,7 +188,7 @@ def run_eval(catalog: Catalog, protocol: str = "leave-last-out", ks: Sequence[in
         curve = []
         for q in sweep:
             fusion = config.fusion.replace(tail_quota=float(q))
-            res = ev.evaluate(_lists_recommender(lists, users, _fused_pick(fusion, engine)), split,
+            res = ev.evaluate(_lists_recommender(lists, users, _fused_pick(fusion, engine, config.routes)), split,
                               ks=(k,), users=users)
             curve.append({"tail_quota": float(q), f"hr@{k}": res["all"][f"hr@{k}"],
                           f"tail_share@{k}": res["all"][f"tail_share@{k}"],

@@ -141,3 +141,23 @@ def test_config_round_trip_and_errors(tmp_path):
         EngineConfig(routes=("magic",))
     with pytest.raises(ConfigError, match="unknown config key"):
         EngineConfig.from_dict({"routez": []})
+
+
+def test_add_items_makes_new_items_recallable_at_once(tmp_path):
+    engine = KGRec.build(tiny_catalog())
+    assert engine.gcn is not None and "ann_text" not in engine.routes
+    new = {"item_id": "new1", "title": "Brushless impact drill 18V with carrying case", "brand": "Boltix",
+           "category_path": ["Tools", "Power Tools", "Drills"]}
+    assert engine.add_items([new]) == ["new1"]
+    # a sibling (same brand, same leaf category) lists it among its similar items …
+    assert "new1" in [c.item_id for c in engine.similar_items("drill2", k=5)]
+    # … and a search for its own title finds it first
+    assert engine.search("Brushless impact drill 18V with carrying case", k=3)[0].item_id == "new1"
+    # the GCN gave it a fused vector through the trained propagation, without retraining
+    i = engine.catalog.items.index("new1")
+    assert engine.gcn.item_vectors.shape[0] == engine.catalog.n_items
+    assert abs(float(np.linalg.norm(engine.gcn.item_vectors[i])) - 1.0) < 1e-4
+    with pytest.raises(ConfigError, match="already in the catalog"):
+        engine.add_items([new])
+    again = KGRec.load(engine.save(tmp_path / "m"))
+    assert "new1" in again.catalog.items

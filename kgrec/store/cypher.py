@@ -156,6 +156,44 @@ EXPLORE: dict[str, tuple[str, dict]] = {
         "RETURN i.id AS item, i.title AS title, count(e) AS interactions ORDER BY interactions, item LIMIT $limit",
         {"brand": "Boltix", "limit": 20},
     ),
+    # One item's neighbourhood, for following a single (long-tail) item through the graph. Items are looked
+    # up by id; ``interactions`` counts every INTERACTED edge into an item.
+    # Other items of the item's brand, most interacted first.
+    "item_brand_siblings": (
+        f"MATCH (i:{_I} {{id: $item}})-[:{_HB}]->(b:{_B})<-[:{_HB}]-(j:{_I}) WHERE j.id <> i.id "
+        f"OPTIONAL MATCH (:{_U})-[e:{_IN}]->(j) "
+        "RETURN b.name AS brand, j.id AS item, j.title AS title, count(e) AS interactions "
+        "ORDER BY interactions DESC, item LIMIT $limit",
+        {"item": "drill2", "limit": 20},
+    ),
+    # Other items of the item's leaf category, most interacted first.
+    "item_category_siblings": (
+        f"MATCH (i:{_I} {{id: $item}})-[:{_IC}]->(c:{_C})<-[:{_IC}]-(j:{_I}) WHERE j.id <> i.id "
+        f"OPTIONAL MATCH (:{_U})-[e:{_IN}]->(j) "
+        "RETURN c.id AS category, j.id AS item, j.title AS title, count(e) AS interactions "
+        "ORDER BY interactions DESC, item LIMIT $limit",
+        {"item": "drill2", "limit": 20},
+    ),
+    # The item's leaf category and its ancestors, deepest first, with the number of items in each subtree.
+    "item_ancestors": (
+        f"MATCH (i:{_I} {{id: $item}})-[:{_IC}]->(:{_C})-[:{_SC}*0..12]->(a:{_C}) "
+        f"OPTIONAL MATCH (j:{_I})-[:{_IC}]->(:{_C})-[:{_SC}*0..12]->(a) "
+        "RETURN a.id AS category, a.level AS level, count(DISTINCT j) AS items ORDER BY level DESC, category",
+        {"item": "drill2"},
+    ),
+    # Users who interacted with the item, and how many other items each of them touched.
+    "item_users": (
+        f"MATCH (i:{_I} {{id: $item}})<-[:{_IN}]-(u:{_U}) "
+        f"OPTIONAL MATCH (u)-[:{_IN}]->(j:{_I}) WHERE j.id <> i.id "
+        "RETURN u.id AS user, count(DISTINCT j) AS other_items ORDER BY other_items DESC, user LIMIT $limit",
+        {"item": "drill2", "limit": 20},
+    ),
+    # What else the item's users touched: other items by the number of those users.
+    "item_co_interacted": (
+        f"MATCH (i:{_I} {{id: $item}})<-[:{_IN}]-(u:{_U})-[:{_IN}]->(j:{_I}) WHERE j.id <> i.id "
+        "RETURN j.id AS item, j.title AS title, count(DISTINCT u) AS users ORDER BY users DESC, item LIMIT $limit",
+        {"item": "drill2", "limit": 20},
+    ),
 }
 
 
