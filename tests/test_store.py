@@ -321,11 +321,9 @@ def test_neo4j_connection_error_hides_password():
 # --- real data ------------------------------------------------------------------------------------------------------
 @pytest.mark.realdata
 def test_load_amazon_scientific(scientific_dir, tmp_path):
-    import loaders
+    from loaders import load_generic
 
-    if not hasattr(loaders, "load_generic"):
-        pytest.skip("loaders.load_generic is not there yet")
-    cat = loaders.load_generic(scientific_dir)
+    cat = load_generic(scientific_dir)
     with open_store(tmp_path / "kg") as store:
         store.load(cat)
         counts = store.counts()
