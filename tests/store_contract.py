@@ -71,6 +71,17 @@ EXPLORE_ANSWERS = {
     "brand_long_tail": ({"brand": "Boltix"}, [
         ["cold1", "Cordless drill 18V brushless kit with charger", 0], ["drill2", "Hammer drill 20V brushless", 1],
         ["drill1", "Cordless drill 18V with two batteries", 6]]),
+    "item_brand_siblings": ({"item": "drill2"}, [
+        ["Boltix", "drill1", "Cordless drill 18V with two batteries", 6],
+        ["Boltix", "cold1", "Cordless drill 18V brushless kit with charger", 0]]),
+    "item_category_siblings": ({"item": "drill2"}, [
+        ["Tools > Power Tools > Drills", "drill1", "Cordless drill 18V with two batteries", 6],
+        ["Tools > Power Tools > Drills", "drill3", "Compact cordless drill driver 12V", 1],
+        ["Tools > Power Tools > Drills", "cold1", "Cordless drill 18V brushless kit with charger", 0]]),
+    "item_ancestors": ({"item": "drill2"}, [
+        ["Tools > Power Tools > Drills", 2, 4], ["Tools > Power Tools", 1, 6], ["Tools", 0, 11]]),
+    "item_users": ({"item": "drill1"}, [["u0", 1], ["u1", 1], ["u2", 1], ["u3", 1], ["u4", 1], ["u5", 1]]),
+    "item_co_interacted": ({"item": "drill1"}, [["bits1", "Drill bit set titanium 29 pieces", 6]]),
 }
 
 
