@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -136,10 +137,39 @@ def tune_fusion(engine: KGRec, split: ev.Split, k: int = 50, max_users: int = 30
                     "cold_quota": fusion.cold_quota, "n_users": int(len(users)), "trace": trace}
 
 
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_routes` computed on the way to its ``result`` (the JSON-ready dict of ``kgrec
+    eval``): the split, the engine built on its training side, the evaluated users and each user's route
+    lists, so that analyses (exposure, explanations) look at exactly the lists that were scored."""
+
+    result: dict
+    split: ev.Split
+    engine: KGRec
+    users: np.ndarray
+    lists: list[dict]
+    config: EngineConfig  # ``config.routes`` are the routes the fused list merges
+
+    def top_k(self, name: str, k: int) -> np.ndarray:
+        """``(len(users), k)`` item indices, -1 padded: route ``name``'s own list per user, or the fused one
+        (``name == "fused"``), as they were scored: made at the largest cut-off and cut to ``k``."""
+        pick = _fused_pick(self.config.fusion, self.engine, self.config.routes) if name == FUSED \
+            else _route_pick(name)
+        n = max(k, *self.result["k"])
+        return _lists_recommender(self.lists, self.users, pick)(self.users, n)[:, :k]
+
+
 def run_eval(catalog: Catalog, protocol: str = "leave-last-out", ks: Sequence[int] = (20, 50),
              config: EngineConfig | None = None, tune: bool = False, sweep: Sequence[float] | None = None,
              seed: int = 0, max_users: int | None = None, test: Catalog | None = None) -> dict:
     """Evaluate every route and the fused list; returns the JSON-ready result of ``kgrec eval``."""
+    return evaluate_routes(catalog, protocol, ks, config, tune, sweep, seed, max_users, test).result
+
+
+def evaluate_routes(catalog: Catalog, protocol: str = "leave-last-out", ks: Sequence[int] = (20, 50),
+                    config: EngineConfig | None = None, tune: bool = False, sweep: Sequence[float] | None = None,
+                    seed: int = 0, max_users: int | None = None, test: Catalog | None = None) -> Evaluation:
+    """:func:`run_eval`, keeping the split, engine, users and route lists beside the result."""
     config = config or EngineConfig()
     kg = KnowledgeGraph(catalog)
     split = make_split(catalog, protocol, seed, test)
@@ -196,7 +226,7 @@ def run_eval(catalog: Catalog, protocol: str = "leave-last-out", ks: Sequence[in
         out["tail_sweep"] = curve
     out["config"] = config.to_dict()
     out["timings"] = timings
-    return out
+    return Evaluation(out, split, engine, users, lists, config)
 
 
 def format_table(result: dict, metrics: Sequence[str] | None = None) -> str:

@@ -143,16 +143,17 @@ def tradeoff_curve(x: Sequence[float], y: Sequence[float], labels: Sequence[str]
     return fig
 
 
-def ego_network(graph, center, title: str = "", label_nodes: Sequence[str] = (ITEM, BRAND, CATEGORY),
-                max_label: int = 28, seed: int = 0):
+def ego_network(graph, center, title: str = "", label_nodes: Sequence[str] = (BRAND, CATEGORY),
+                max_label: int = 32, seed: int = 0):
     """Draw a networkx graph as exported by :meth:`kgrec.graph.KnowledgeGraph.to_networkx` (nodes keyed
     ``(label, index)`` with ``label`` and ``name`` attributes, edges with ``rel``): nodes coloured by label,
-    the ``center`` node larger and red, names of ``label_nodes`` nodes written (cut to ``max_label``
-    characters), edges labelled by relation type in the legend. Layout: spring, seeded."""
+    the ``center`` node larger and red, the names of the center and of ``label_nodes`` nodes written (cut to
+    ``max_label`` characters), a legend of node labels (with counts) and edge types beside the drawing.
+    Layout: spring, seeded."""
     import networkx as nx
     from matplotlib.lines import Line2D
 
-    fig, (ax,) = _figure(9.0, 7.0)
+    fig, (ax,) = _figure(10.0, 7.0)
     simple = nx.Graph(graph)
     pos = nx.spring_layout(simple, seed=seed, k=1.6 / max(np.sqrt(len(simple)), 1.0))
     rel_styles = ["-", "--", ":", "-."]
@@ -175,14 +176,15 @@ def ego_network(graph, center, title: str = "", label_nodes: Sequence[str] = (IT
 
     names = {n: short(str(d.get("name", n))) for n, d in graph.nodes(data=True)
              if d.get("label") in label_nodes or n == center}
-    nx.draw_networkx_labels(simple, pos, labels=names, font_size=7, ax=ax)
+    nx.draw_networkx_labels(simple, pos, labels=names, font_size=8, ax=ax,
+                            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5})
     handles = [Line2D([], [], marker="o", linestyle="", color=_CENTER_COLOUR, markersize=9,
                       label=f"{graph.nodes[center].get('label', 'node')} (center)")]
     handles += [Line2D([], [], marker="o", linestyle="", color=c, markersize=7, label=f"{lab} ({n})")
                 for lab, c, n in labels_present]
     handles += [Line2D([], [], color="k", alpha=0.6, linestyle=rel_styles[r % len(rel_styles)], label=rel)
                 for r, rel in enumerate(rels)]
-    ax.legend(handles=handles, loc="lower left", fontsize="small", framealpha=0.85)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     ax.set_title(title)
     ax.set_axis_off()
     return fig

@@ -12,8 +12,8 @@ import pytest
 from kgrec.catalog import Catalog, CatalogBuilder, EdgeTable
 from kgrec.errors import ConfigError
 from kgrec.eval import (
-    Split, evaluate, gini, given, item_cold, leave_last_out, lorenz, popularity_buckets, popularity_head,
-    temporal, train_popularity,
+    Split, evaluate, exposure_counts, gini, given, group_totals, item_cold, leave_last_out, lorenz,
+    popularity_buckets, popularity_head, temporal, train_popularity,
 )
 from kgrec.routes.base import interaction_matrix
 from loaders import tiny_catalog
@@ -126,6 +126,19 @@ def test_gini_and_lorenz():
     # Gini is twice the area between the diagonal and the Lorenz curve
     x, y = lorenz([5, 1, 3, 0, 2])
     assert gini([5, 1, 3, 0, 2]) == pytest.approx(1 - 2 * np.trapezoid(y, x))
+
+
+def test_exposure_counts_and_group_totals():
+    rec = np.array([[3, 0, -1], [0, 1, 2], [-1, -1, -1]])
+    assert exposure_counts(rec, 5).tolist() == [2, 1, 1, 1, 0]
+    assert exposure_counts(rec, 5, k=1).tolist() == [1, 0, 0, 1, 0]  # first slots only; padding ignored
+    assert exposure_counts(np.zeros((0, 4), np.int64), 3).tolist() == [0, 0, 0]
+    with pytest.raises(ConfigError, match="2-D"):
+        exposure_counts(np.array([1, 2]), 3)
+    # items 0 and 3 in group 1, item 1 in group 0, item 2 in no group; group 2 holds nothing
+    assert group_totals([2, 1, 5, 4], [1, 0, -1, 1]).tolist() == [1, 6]
+    assert group_totals([2, 1, 5, 4, 0], [1, 0, -1, 1, 2]).tolist() == [1, 6, 0]
+    assert group_totals([1, 2], [-1, -1]).tolist() == []
 
 
 def test_brand_gini_and_buckets():

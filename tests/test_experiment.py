@@ -4,11 +4,13 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from kgrec.cli import main
 from kgrec.config import EngineConfig
-from kgrec.experiment import format_table, run_eval
+from kgrec import eval as ev
+from kgrec.experiment import FUSED, evaluate_routes, format_table, run_eval
 from loaders import synthetic, write_generic
 
 FAST = EngineConfig(routes=("itemcf", "kg", "popular"))
@@ -33,6 +35,21 @@ def test_run_eval_reports_every_route_and_fused_in_the_documented_shape(catalog)
     table = format_table(r)
     assert "fused" in table and "hr@50" in table
     json.dumps(r)  # JSON-ready
+
+
+def test_evaluate_routes_keeps_the_lists_it_scored(catalog):
+    run = evaluate_routes(catalog, "leave-last-out", (10, 50), FAST, max_users=120, seed=3)
+    assert run.result == run_eval(catalog, "leave-last-out", (10, 50), FAST, max_users=120, seed=3) | {
+        "timings": run.result["timings"]}
+    assert len(run.users) == run.result["results"][FUSED]["n_users"] == 120
+    for name, metrics in run.result["results"].items():
+        top = run.top_k(name, 50)
+        assert top.shape == (120, 50)
+        exposure = ev.exposure_counts(top, catalog.n_items)
+        assert ev.gini(exposure) == pytest.approx(metrics["gini@50"])
+        assert (exposure > 0).mean() == pytest.approx(metrics["coverage@50"])
+        assert np.array_equal(run.top_k(name, 10), top[:, :10])
+    assert set(run.config.routes) == {"itemcf", "kg", "popular"}
 
 
 def test_item_cold_reports_cold_and_warm(catalog):
