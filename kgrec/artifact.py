@@ -12,7 +12,9 @@ copy goes to ``.<name>.old-<pid>`` and is deleted afterwards). A process killed 
 the previous model in place, or — killed between the two renames — no ``<name>`` but a complete new copy
 and the previous one beside it: :func:`recover` (called by ``KGRec.load`` and by the next save) moves the
 newest complete one into place. Half-written copies have no valid manifest and are never taken for a model;
-the next save removes what dead processes left behind.
+the next save removes what dead processes left behind. Every file and folder of the new copy is fsynced
+before the renames and the parent folder after them, so a power loss cannot leave a renamed model whose
+contents never reached the disk.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import numpy as np
 
 from graph_schema import SCHEMA
 from kgrec.catalog import Catalog, EdgeTable, NodeTable
+from kgrec.durable import fsync_path, fsync_tree
 from kgrec.errors import ArtifactError
 from kgrec.ids import IdMap
 
@@ -64,10 +67,12 @@ def write_atomic(target: str | os.PathLike, fill: Callable[[Path], dict]) -> Pat
         files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {"format": FORMAT, **fields, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+        fsync_tree(tmp)  # contents on disk before the names that point at them
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
         os.replace(tmp, target)
+        fsync_path(target.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
@@ -123,8 +128,9 @@ def recover(path: str | os.PathLike) -> Path:
             continue  # half-written: never a model
         try:
             os.replace(cand, path)
+            fsync_path(path.parent)
         except OSError:
-            return cand
+            return cand if cand.exists() else path
         log.warning("%s: restored from %s, left by a save that did not finish", path, cand.name)
         return path
     return path

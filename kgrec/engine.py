@@ -1,15 +1,21 @@
 """KGRec: the facade. build / save / load / recall / similar_items / search / explain.
 
-Thread safety: once built (or loaded), ``recall``, ``recall_ids``, ``similar_items``, ``search`` and
-``explain`` only read shared state and may be called from many threads at once. ``add_items`` and
-``save`` must not run concurrently with other calls.
+Thread safety: once built (or loaded), ``recall``, ``recall_ids``, ``route_lists``, ``similar_items``,
+``search``, ``explain`` and ``save`` may be called from many threads at once. ``add_items`` may run while
+they do: it builds the grown catalog, vectors, indexes and routes aside and swaps them in under a write
+lock, so every call sees the engine wholly before or wholly after an addition. Replacing attributes by hand
+(``config``, ``routes``, …) is not thread-safe.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import platform
+import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +31,7 @@ from kgrec.fusion import Candidate, RouteHit, fuse
 from kgrec.graph import KnowledgeGraph
 from kgrec.ids import shown
 from kgrec.routes.base import Evidence, Query, RouteUnavailable, interaction_matrix
+from kgrec.rwlock import ReadWriteLock
 
 log = logging.getLogger("kgrec.engine")
 
@@ -88,6 +95,17 @@ def _head_mask(matrix: sp.csr_matrix, share: float = 0.2) -> np.ndarray:
     return popularity_head(matrix, share)
 
 
+def _reads(method):
+    """Run a query method under the engine's read lock: ``add_items`` swaps its results in between calls."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock.reading():
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class KGRec:
     def __init__(self, kg: KnowledgeGraph, config: EngineConfig, train: Histories, routes: dict,
                  skipped: dict[str, str], vectors: np.ndarray | None, encoder=None,
@@ -101,6 +119,8 @@ class KGRec:
         self.vectors = vectors  # text vectors (BERT), one row per item
         self.encoder = encoder
         self.gcn = gcn  # GCN state and fused item vectors, when config.vectors == "gcn"
+        self._lock = ReadWriteLock()  # queries read; add_items swaps its results in under the write lock
+        self._grow_lock = threading.Lock()  # one add_items at a time
         self.is_head = _head_mask(train.matrix)
         self.is_cold = np.asarray(train.matrix.getnnz(axis=0) == 0)
         self.timings: dict[str, float] = {}
@@ -145,6 +165,31 @@ class KGRec:
             raise ConfigError(f"k={k!r}: ask for a positive whole number of candidates")
         return int(k)
 
+    def _check_users(self, users) -> np.ndarray:
+        """Internal user indices for the batch calls: 1-D integers in ``[-1, n_users)`` (``-1``: no user)."""
+        arr = np.asarray(users)
+        if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+            raise ConfigError(f"users must be a 1-D array of internal user indices, got shape {arr.shape} and "
+                              f"dtype {arr.dtype}; map external ids with engine.catalog.users.indices(...)")
+        arr = arr.astype(np.int64, copy=False)
+        bad = (arr < -1) | (arr >= self.catalog.n_users)
+        if bad.any():
+            raise ConfigError(f"users holds {int(bad.sum())} indices outside [-1, {self.catalog.n_users}), e.g. "
+                              f"{int(arr[bad][0])}; pass internal indices of this engine's catalog (-1: no user)")
+        return arr
+
+    def _check_routes(self, routes) -> tuple[str, ...]:
+        """Route names for the batch calls: all routes when None or empty; unknown or skipped ones refused."""
+        if not routes:
+            return tuple(self.routes)
+        if isinstance(routes, str) or not all(isinstance(r, str) for r in routes):
+            raise ConfigError(f"routes={shown(routes)}: pass a tuple of route names, e.g. ('itemcf', 'kg')")
+        missing = [r for r in routes if r not in self.routes]
+        if missing:
+            why = "; ".join(f"{r!r}: {self.skipped.get(r, 'not configured')}" for r in missing)
+            raise ConfigError(f"route(s) not available ({why}); this engine has {list(self.routes)}")
+        return tuple(routes)
+
     def user_query(self, user: int) -> Query:
         hist = self.train.of(user) if user >= 0 else np.zeros(0, np.int64)
         return Query(user=user, history=hist, exclude=hist)
@@ -166,6 +211,7 @@ class KGRec:
             out.append(Candidate(ext.external(i), s, found, ev, item=i))
         return out
 
+    @_reads
     def recall(self, user_id: str, k: int = 100, *, explain: bool = True,
                routes: tuple[str, ...] | None = None) -> list[Candidate]:
         """Up to ``k`` unseen items for a user, best first, each with the routes that found it and why.
@@ -192,12 +238,15 @@ class KGRec:
             c.evidence = [Evidence(e.route, e.kind, note + e.text, e.via_item, e.via, e.value) for e in c.evidence]
         return cands
 
+    @_reads
     def recall_ids(self, users: np.ndarray, k: int, routes: tuple[str, ...] | None = None) -> np.ndarray:
-        """Batch form for evaluation: internal user indices → ``(len(users), k)`` item indices, -1 padded."""
-        k = self._check_k(k)
+        """Batch form for evaluation: internal user indices (``-1``: no user) → ``(len(users), k')`` item
+        indices, -1 padded, with ``k' = min(k, n_items)`` (a ``k`` beyond the catalog allocates nothing more)."""
+        k = min(self._check_k(k), max(self.catalog.n_items, 1))
+        users = self._check_users(users)
+        names = self._check_routes(routes)
         out = np.full((len(users), k), -1, np.int64)
-        names = tuple(routes or self.routes.keys())
-        for row, u in enumerate(np.asarray(users).tolist()):
+        for row, u in enumerate(users.tolist()):
             query = self.user_query(u)
             if len(query.history) == 0:
                 ids = self.routes["popular"].recall(query, k)[0]
@@ -208,6 +257,7 @@ class KGRec:
             out[row, :len(ids)] = ids[:k]
         return out
 
+    @_reads
     def route_lists(self, users: np.ndarray, n: int, routes: tuple[str, ...] | None = None
                     ) -> list[dict[str, tuple[np.ndarray, np.ndarray]]]:
         """Each route's own top-``n`` for many users (internal indices): the raw material of fusion, computed
@@ -222,6 +272,7 @@ class KGRec:
                 out.append({name: self.routes[name].recall(query, n) for name in names if name in self.routes})
         return out
 
+    @_reads
     def similar_items(self, item_id: str, k: int = 20, *, explain: bool = True,
                       routes: tuple[str, ...] = ("itemcf", "kg", "ann")) -> list[Candidate]:
         """Items related to one item, by co-occurrence, shared brand/category and vector similarity."""
@@ -231,6 +282,7 @@ class KGRec:
         ids, scores, hits = self._run(query, k, [r for r in routes if r in self.routes])
         return self._candidates(query, ids, scores, hits, explain)
 
+    @_reads
     def search(self, text: str, k: int = 20, *, user_id: str | None = None, explain: bool = True) -> list[Candidate]:
         """Items matching a free-text query (optionally excluding what ``user_id`` already has)."""
         k = self._check_k(k)
@@ -243,6 +295,7 @@ class KGRec:
         ids, scores, hits = self._run(query, k, ("text",))
         return self._candidates(query, ids, scores, hits, explain)
 
+    @_reads
     def explain(self, user_id: str, item_id: str) -> list[Evidence]:
         """Every route's evidence linking a user's history to one item (empty when no route links them)."""
         u = self.catalog.users.index(_ext_id(user_id, "user_id"))
@@ -258,51 +311,81 @@ class KGRec:
     def add_items(self, items) -> list[str]:
         """Add new items (no interactions yet) and make them recallable at once, without retraining.
 
-        ``items``: dicts with ``item_id`` and any of ``title``, ``description``, ``brand``,
-        ``category_path``, ``price``. Each gets a text vector, a fused vector through the trained GCN
-        propagation (text + its brand / category neighbours), and joins the ``kg``, ``ann`` and ``text``
-        routes. Not thread-safe: do not call while other calls run. Returns the new ids.
+        ``items``: a list of dicts with ``item_id`` and any of ``title``, ``description``, ``brand``,
+        ``category_path`` (names from the root, or ``"A > B"``) and ``price``, read as the generic loader reads
+        an items line. Each new item gets a text vector and, when the engine has a GCN, a fused vector from one
+        forward pass of the trained model over the training graph grown by the new items' brand and category
+        edges (existing items keep their vectors). The new items are inserted into the vector indexes of the
+        ``ann`` and ``text`` routes (the exact index ends up identical to a rebuild; HNSW and IVF insert as
+        they do on a build, IVF keeping its trained centroids) and join the ``kg`` and ``popular`` routes, which
+        are rebuilt because their node weights depend on the catalog.
+
+        A brand or category not seen before becomes a new node: the ``kg`` route links items through it at
+        once. The GCN has no learned vector for it, so it leaves a new brand out and puts the nearest ancestor
+        category it knows in place of a new category; such an item's fused vector rests on its text and its
+        known categories.
+
+        All or nothing: every record is checked before anything changes, and a bad one (not a dict, an
+        unknown field, a missing, repeated or existing ``item_id``, a field that is not text, a price that is
+        not a finite number >= 0) raises :class:`~kgrec.errors.ConfigError` naming the item and the field.
+        Safe while other threads query the engine: they see it wholly before or wholly after the addition.
+        Calls to ``add_items`` run one at a time. Returns the new item ids.
         """
+        with self._grow_lock:
+            records = _new_items(self.catalog, items)
+            if not records:
+                return []
+            t0 = time.perf_counter()
+            grown = self._grown(records)
+            with self._lock.writing():
+                (self.kg, self.catalog, self.train, self.vectors, self.gcn, self.encoder, self.routes,
+                 self.skipped) = grown
+                self.is_head = _head_mask(self.train.matrix)
+                self.is_cold = np.asarray(self.train.matrix.getnnz(axis=0) == 0)
+        log.info("added %d items in %.2fs", len(records), time.perf_counter() - t0)
+        return [r["item_id"] for r in records]
+
+    def _grown(self, records: list[dict]) -> tuple:
+        """What :meth:`add_items` swaps in, built aside: the live engine is not changed."""
         from kgrec.catalog import append_items
         from kgrec.text import item_texts, make_encoder
 
-        items = list(items)
-        ids = [_new_item_id(self.catalog, it, k) for k, it in enumerate(items)]
-        if len(set(ids)) != len(ids):
-            raise ConfigError("add_items: the same item_id is given twice; give each new item once")
-        if not items:
-            return []
         n_old = self.catalog.n_items
-        catalog = append_items(self.catalog, items)
+        catalog = append_items(self.catalog, records)
         kg = KnowledgeGraph(catalog)
         n = catalog.n_items
-        vectors = self.vectors
+        new = np.arange(n_old, n, dtype=np.int64)
+        old_indexes, indexes = _route_indexes(self.routes, self.gcn), {}
+        vectors, encoder, gcn = self.vectors, self.encoder, self.gcn
         if vectors is not None:
-            encoder = self.encoder or make_encoder(self.config.encoder)
-            texts = item_texts(catalog, fields=self.config.text_fields, max_chars=self.config.text_max_chars)[n_old:]
-            vectors = np.vstack([vectors, encoder.encode(texts, show_progress_bar=False)]).astype(np.float32)
-            self.encoder = encoder
+            encoder = encoder or make_encoder(self.config.encoder)
+            # the new items' texts from a catalog of their own: an item's text is its own fields and the names
+            # of its brand and categories, so this is what the grown catalog gives, without reading it all
+            texts = item_texts(append_items(Catalog({}, {}), records), fields=self.config.text_fields,
+                               max_chars=self.config.text_max_chars)
+            added = np.ascontiguousarray(encoder.encode(texts, show_progress_bar=False), np.float32)
+            vectors = np.vstack([vectors, added])
+            if "text" in old_indexes:
+                indexes["text"] = _grown_index(old_indexes["text"], added, new)
         m = self.train.matrix
-        matrix = sp.csr_matrix((m.data, m.indices, m.indptr), shape=(m.shape[0], n))
-        train = Histories(self.train.indptr, self.train.items, matrix)
-        gcn = self.gcn
+        train = Histories(self.train.indptr, self.train.items,
+                          sp.csr_matrix((m.data, m.indices, m.indptr), shape=(m.shape[0], n)))
         if gcn is not None:
-            gcn = _grow_gcn(self.kg, self.train, gcn, vectors, catalog, n_old)
+            gcn = _grow_gcn(catalog, train, gcn, vectors, item_links=bool(self.config.gcn.get("item_links")))
+            if "gcn" in old_indexes:
+                indexes["gcn"] = _grown_index(old_indexes["gcn"], gcn.item_vectors[n_old:], new)
         sim = None
         if "itemcf" in self.routes:
             old = self.routes["itemcf"].sim
             sim = sp.csr_matrix((old.data, old.indices, np.r_[old.indptr, np.full(n - n_old, old.indptr[-1])]),
                                 shape=(n, n))
-        routes, skipped = _make_routes(kg, self.config, train, vectors, self.encoder, None, {}, itemcf_sim=sim,
-                                       gcn=gcn)
-        # swap everything in at once
-        self.kg, self.catalog, self.train, self.vectors, self.gcn = kg, catalog, train, vectors, gcn
-        self.routes, self.skipped = routes, skipped
-        self.is_head = _head_mask(matrix)
-        self.is_cold = np.asarray(matrix.getnnz(axis=0) == 0)
-        return ids
+        reason = self.skipped.get("text") or self.skipped.get("ann")
+        routes, skipped = _make_routes(kg, self.config, train, vectors, encoder, reason, {}, itemcf_sim=sim,
+                                       gcn=gcn, indexes=indexes)
+        return kg, catalog, train, vectors, gcn, encoder, routes, skipped
 
     # --- persistence -------------------------------------------------------------------------------
+    @_reads
     def save(self, path: str | Path) -> Path:
         """Write the engine to ``path`` atomically (temp dir, then rename) with a checksummed manifest."""
 
@@ -403,33 +486,122 @@ def train_gcn_vectors(kg: KnowledgeGraph, train: Histories, text: np.ndarray, co
     return GCNVectors(state, np.ascontiguousarray(item_vectors, np.float32), _json_ready(info))
 
 
-def _grow_gcn(kg: KnowledgeGraph, train: Histories, gcn: GCNVectors, text: np.ndarray, catalog: Catalog,
-              n_old: int) -> GCNVectors:
-    """Fused vectors for items appended after training: one forward pass of the trained model over the
-    training graph grown by the new items' brand / category edges (brands or categories the model has not
-    seen contribute nothing; the item still has its text)."""
+def _grow_gcn(catalog: Catalog, train: Histories, gcn: GCNVectors, text: np.ndarray,
+              item_links: bool = False) -> GCNVectors:
+    """``gcn`` with fused vectors for the items of ``catalog`` past ``gcn.item_vectors`` (appended after
+    training): one forward pass of the trained model, no retraining, over the training graph grown by every
+    item's brand and category edges. Existing items keep their vectors. A brand the model has not seen is
+    left out; a category it has not seen is replaced by its nearest ancestor that the model knows (or left
+    out when there is none)."""
+    from dataclasses import replace
+
     from kgrec.gcn import GCNGraph, infer_items
 
     hp = gcn.state["hparams"]
+    if catalog.n_users != hp["n_users"]:
+        raise ConfigError(f"the GCN was trained with {hp['n_users']} users but the catalog has {catalog.n_users}; "
+                          "rebuild the engine")
+    nb, nc = hp["n_brands"], hp["n_categories"]
     lengths = np.diff(train.indptr)
-    graph = GCNGraph.from_kg(kg, np.repeat(np.arange(len(lengths)), lengths), train.items)
-    brand, category = catalog.item_brand()[n_old:], catalog.item_category()[n_old:]
-    brand = np.where(brand < hp["n_brands"], brand, -1)
-    category = np.where(category < hp["n_categories"], category, -1)
-    _, item_vectors = infer_items(gcn.state, graph, text, brand, category)
-    return GCNVectors(gcn.state, np.ascontiguousarray(item_vectors, np.float32), gcn.info)
+    graph = GCNGraph.from_kg(KnowledgeGraph(catalog), np.repeat(np.arange(len(lengths)), lengths), train.items,
+                             item_links=item_links)
+    known = _known_ancestor(catalog.category_parent(), nc)
+    ib, cp = graph.item_brand, graph.category_parent
+    ic = np.vstack([graph.item_category[0], known[graph.item_category[1]]])
+    graph = replace(graph, n_brands=nb, n_categories=nc, item_brand=ib[:, ib[1] < nb],
+                    item_category=ic[:, ic[1] >= 0], category_parent=cp[:, (cp[0] < nc) & (cp[1] < nc)]).validated()
+    _, item_vectors = infer_items(gcn.state, graph, text)
+    grown = np.vstack([gcn.item_vectors, item_vectors[len(gcn.item_vectors):]])
+    return GCNVectors(gcn.state, np.ascontiguousarray(grown, np.float32), gcn.info)
 
 
-def _new_item_id(catalog: Catalog, item, k: int) -> str:
-    if not isinstance(item, dict) or "item_id" not in item:
-        raise ConfigError(f"add_items: item #{k} must be a dict with an 'item_id' (and title, brand, "
-                          "category_path, description, price as available)")
-    ext = str(item["item_id"]).strip()
-    if not ext:
-        raise ConfigError(f"add_items: item #{k} has an empty item_id")
-    if ext in catalog.items:
-        raise ConfigError(f"add_items: item {ext!r} is already in the catalog; new items only")
-    return ext
+def _known_ancestor(parent: np.ndarray, n_known: int) -> np.ndarray:
+    """Per category: itself when its index is below ``n_known``, else its nearest ancestor that is (-1: none)."""
+    out = np.arange(len(parent), dtype=np.int64)
+    for _ in range(len(parent) + 1):  # a path is never longer than the number of categories
+        todo = out >= n_known
+        if not todo.any():
+            break
+        out[todo] = parent[out[todo]]
+    return out
+
+
+def _route_indexes(routes: dict, gcn: GCNVectors | None) -> dict:
+    """The vector indexes the routes search, as :func:`_make_routes` shares them: ``"gcn"`` (the ``ann``
+    route on fused vectors) and ``"text"`` (text vectors, shared by ``text``, ``ann_text`` and a text ``ann``)."""
+    out: dict = {}
+    for name, route in routes.items():
+        index = getattr(route, "index", None)
+        if index is not None:
+            out.setdefault("gcn" if name == "ann" and gcn is not None else "text", index)
+    return out
+
+
+def _grown_index(index, vectors: np.ndarray, ids: np.ndarray):
+    """A copy of ``index`` with ``vectors`` added as items ``ids``: the index that queries are using is never
+    changed under them. Copying costs a memory copy, far less than rebuilding an HNSW graph."""
+    import faiss
+
+    from kgrec.index import VectorIndex
+
+    out = VectorIndex(faiss.clone_index(index.index), index.kind, np.array(index.ids))
+    out.add(vectors, ids)
+    return out
+
+
+ITEM_FIELDS = ("item_id", "title", "description", "brand", "category_path", "price")
+
+
+def _new_items(catalog: Catalog, items) -> list[dict]:
+    """``add_items`` records checked and normalised, all of them before anything is added (see its doc)."""
+    from loaders._common import _valid_unicode, parse_price, type_name
+    from loaders.generic import category_path, item_id, text_field
+
+    from kgrec.errors import LoadError
+
+    if isinstance(items, (Mapping, str, bytes)) or not isinstance(items, Iterable):
+        raise ConfigError(f"add_items takes a list of item dicts, got {type(items).__name__}; wrap a single item "
+                          "in a list: add_items([{'item_id': ..., 'title': ...}])")
+    out: list[dict] = []
+    first: dict[str, int] = {}
+    for k, rec in enumerate(items):
+        where = f"add_items item #{k}"
+        if not isinstance(rec, Mapping):
+            raise ConfigError(f"{where}: expected a dict with an 'item_id' (and {', '.join(ITEM_FIELDS[1:])}), "
+                              f"found {type_name(rec)}")
+        extra = [key for key in rec if key not in ITEM_FIELDS]
+        if extra:
+            raise ConfigError(f"{where}: unknown field(s) {shown(extra)}; an item has {', '.join(ITEM_FIELDS)}")
+        rec = _valid_unicode({key: _plain_field(v) for key, v in rec.items()})  # lone surrogates -> U+FFFD
+        try:
+            ext = item_id(rec.get("item_id"), where)
+            where = f"{where} (item_id {shown(ext)})"
+            clean = {"item_id": ext, **{f: text_field(rec, f, where) for f in ("title", "description", "brand")},
+                     "category_path": category_path(rec.get("category_path"), where)}
+        except LoadError as e:
+            raise ConfigError(str(e)) from None
+        price = rec.get("price")
+        clean["price"], _ = parse_price(price)
+        if math.isnan(clean["price"]) and not (price is None or price == "" or
+                                               isinstance(price, float) and math.isnan(price)):
+            raise ConfigError(f"{where}: price {shown(price)} is not a finite number >= 0; give one such as 12.5 "
+                              "(or leave it out)")
+        if ext in catalog.items:
+            raise ConfigError(f"{where}: already in the catalog; add_items takes new items only")
+        if ext in first:
+            raise ConfigError(f"{where}: the same item_id as item #{first[ext]}; give each new item once")
+        first[ext] = k
+        out.append(clean)
+    return out
+
+
+def _plain_field(v):
+    """numpy scalars and arrays, and tuples, as the plain values the loaders' field readers take."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, (tuple, np.ndarray)):
+        return [_plain_field(x) for x in v]
+    return v
 
 
 def _json_ready(info: dict) -> dict:
@@ -453,7 +625,10 @@ def text_vectors(catalog: Catalog, config: EngineConfig) -> TextVectors:
 
 def _make_routes(kg: KnowledgeGraph, config: EngineConfig, train: Histories, vectors, encoder,
                  text_reason: str | None, timings: dict, itemcf_sim=None,
-                 gcn: GCNVectors | None = None) -> tuple[dict, dict[str, str]]:
+                 gcn: GCNVectors | None = None,
+                 indexes: dict | None = None) -> tuple[dict, dict[str, str]]:
+    """Build the configured routes. ``indexes`` (``"text"`` / ``"gcn"`` → VectorIndex) are used instead of
+    building those indexes (``add_items`` passes grown copies)."""
     from kgrec.routes.ann import AnnRoute, TextRoute
     from kgrec.routes.itemcf import ItemCFRoute
     from kgrec.routes.kg import KGRoute
@@ -482,11 +657,12 @@ def _make_routes(kg: KnowledgeGraph, config: EngineConfig, train: Histories, vec
                     raise RouteUnavailable(text_reason or "no item vectors")
                 from kgrec.index import make_index
 
+                indexes = indexes or {}
                 if index is None:
-                    index = make_index(vectors, kind=config.index)
+                    index = indexes["text"] if "text" in indexes else make_index(vectors, kind=config.index)
                 if name == "ann" and gcn is not None:  # fused GCN + text vectors
-                    routes[name] = AnnRoute(gcn.item_vectors, make_index(gcn.item_vectors, kind=config.index),
-                                            titles, name=name, **config.ann)
+                    fused = indexes["gcn"] if "gcn" in indexes else make_index(gcn.item_vectors, kind=config.index)
+                    routes[name] = AnnRoute(gcn.item_vectors, fused, titles, name=name, **config.ann)
                 elif name in ("ann", "ann_text"):  # text vectors only
                     routes[name] = AnnRoute(vectors, index, titles, name=name, **config.ann)
                 else:

@@ -182,3 +182,30 @@ class StoreContract:
             store.query("UNWIND range(1, 100000) AS x UNWIND range(1, 100000) AS y WITH x, y "
                         "WHERE (x + y) % 7 = 3 RETURN count(*)", timeout=0.05)
         assert store.query("RETURN 1 AS one", timeout=5) == (["one"], [[1]])
+
+    def test_upsert_interrupted_then_rerun_gives_exact_counts(self, store, monkeypatch):
+        # a load that dies after some batches (a crash, a lost connection) is repaired by running it again:
+        # every batch MERGEs on constrained keys, so the batches already written count once
+        cat = tiny_catalog()
+        real, done = type(store)._write_batch, []
+
+        def dies_on_the_fourth_batch(self, text, rows):
+            if len(done) == 3:
+                raise StoreError("connection lost")
+            done.append(len(rows))
+            return real(self, text, rows)
+
+        monkeypatch.setattr(type(store), "_write_batch", dies_on_the_fourth_batch)
+        with pytest.raises(StoreError, match="connection lost"):
+            store.upsert(cat, batch_size=4)
+        partial = store.counts()
+        assert 0 < sum(partial.values()) < sum(cat.counts().values())
+        monkeypatch.undo()
+        store.upsert(cat, batch_size=3)  # different batch boundaries than the first attempt
+        assert store.counts() == cat.counts()
+        assert store.export().equals(KnowledgeGraph(cat))
+
+    def test_parameters_the_store_cannot_take_are_store_errors(self, store):
+        for bad in ({1, 2}, object(), 10**30, "lone surrogate \ud800"):
+            with pytest.raises(StoreError):
+                store.query("RETURN $x AS x", {"x": bad})

@@ -36,6 +36,7 @@ from typing import Any
 
 from graph_schema import EdgeType, NodeType, embedded_ddl
 from kgrec.catalog import Catalog
+from kgrec.durable import fsync_path
 from kgrec.errors import StoreError
 from kgrec.store import cypher
 from kgrec.store.base import DEFAULT_BATCH_SIZE, GraphStore, Rows, check_catalog, edge_columns, node_columns
@@ -61,14 +62,6 @@ def _ladybug():
         raise StoreError("the `ladybug` module found is not LadybugDB (the unrelated `ladybug-core` package "
                          "uses the same import name); pip uninstall ladybug-core && pip install ladybug")
     return ladybug
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove(path: Path) -> None:
@@ -185,7 +178,7 @@ class EmbeddedStore(GraphStore):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path / CURRENT)
-        _fsync_path(self.path)
+        fsync_path(self.path)
 
     def _new_generation(self, catalog: Catalog | None, *, batch_size: int) -> dict[str, float]:
         """Build a generation from ``catalog`` (None: empty) and make it current. Caller holds the lock.
@@ -252,7 +245,7 @@ class EmbeddedStore(GraphStore):
             conn.close()
             db.close()
             conn = db = None
-            _fsync_path(gen)
+            fsync_path(gen)
             self._swap_current(gen)
             stages["commit_swap"] = time.perf_counter() - t
         except BaseException as e:

@@ -1,7 +1,11 @@
 """The Neo4j store: the official ``neo4j`` driver, managed transactions, ``UNWIND $rows`` batches.
 
-Writes run in ``session.execute_write`` (the driver retries transient failures), each batch a MERGE on keys
-backed by the uniqueness constraints of ``graph_schema.neo4j_ddl()``, so a retried batch is harmless.
+Writes run in ``session.execute_write`` (the driver retries transient failures within
+``max_transaction_retry_time``, a driver setting), each batch a MERGE on keys backed by the uniqueness
+constraints of ``graph_schema.neo4j_ddl()``, so a retried batch is harmless. A retried transaction is one
+that was rolled back; a commit whose outcome the driver cannot know (connection lost while committing) is
+not retried but reported as a :class:`~kgrec.errors.StoreError` saying so. Because every batch is
+idempotent, a load that fails or is killed halfway is repaired by running it again.
 Reads run in ``session.execute_read`` in sessions opened with ``READ_ACCESS`` (routed to readers in a
 cluster). Unlike the embedded store, :meth:`Neo4jStore.load` is an upsert (MERGE): it does not delete what
 the catalog lacks unless ``clear=True``, and it is not atomic as a whole (each batch is).
@@ -83,8 +87,15 @@ class Neo4jStore(GraphStore):
             if timeout is not None and "TimedOut" in (e.code or ""):
                 raise StoreError(f"query exceeded the timeout of {timeout:g}s") from e
             raise StoreError(f"{self.url}: {_one_line(e.message or e)}") from e
+        except neo4j.exceptions.IncompleteCommit as e:  # never retried: the commit may or may not have happened
+            raise StoreError(f"{self.url}: the connection was lost while the write was committing, so it may or "
+                             f"may not have been applied; check, or rerun it if it is idempotent (loads are): "
+                             f"{_one_line(e)}") from e
         except neo4j.exceptions.DriverError as e:
             raise StoreError(f"{self.url}: {_one_line(e)}") from e
+        except (TypeError, ValueError, OverflowError) as e:  # a parameter the driver cannot send (a set, 2**70)
+            raise StoreError(f"{self.url}: cannot send the query parameters ({_one_line(e)}); pass numbers, "
+                             "strings, booleans, None, lists and dicts of them") from e
 
     def create_schema(self) -> None:
         self._require_writable()
