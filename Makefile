@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -c constraints.txt -e '.[dev,multilingual]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,multilingual,bench]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -17,6 +17,7 @@ from kgrec.graph import KnowledgeGraph
 from kgrec.routes.base import EMPTY_IDS, Query, seed_weights, top_n
 
 TITLE_CHARS = 60
+TOPK_CELLS = 1 << 22  # padded cells per np.partition call in topk_csr
 
 
 def check_interactions(R, n_items: int, route: str) -> sp.csr_matrix:
@@ -115,28 +116,57 @@ class SeedExpansionRoute:
         return out
 
 
-def topk_rows(S: sp.spmatrix, k: int) -> sp.csr_matrix:
-    """Keep the ``k`` largest positive entries of every row of ``S`` (ties: lower column), as float32.
+def topk_csr(v: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n_cols: int, k: int) -> sp.csr_matrix:
+    """Keep the ``k`` largest positive entries of every row of the CSR arrays ``(v, indices, indptr)`` (ties at
+    the cut: lower column), as a float32 CSR with sorted columns. Rows must not hold duplicate columns (sparse
+    products never do); the arrays may be views into larger buffers (a sparse product's output).
 
-    Vectorised: only rows with more than ``k`` entries are sorted, by one stable int64 key per entry (row,
-    then the float32 bits of the value, which order like the values for positive floats) over entries
-    already in column order.
+    Linear time, no sort of the entries: rows with more than ``k`` entries get their k-th largest value from
+    ``np.partition`` over padded chunks of rows of similar length (at most twice the shortest, at most
+    ``TOPK_CELLS`` cells); entries above it are kept, and entries equal to it fill the remaining places in
+    column order.
     """
-    S = sp.csr_matrix(S, dtype=np.float32)
-    S.sum_duplicates()  # also sorts the columns of every row
-    r = np.repeat(np.arange(S.shape[0], dtype=np.int64), np.diff(S.indptr))
-    pos = S.data > 0
-    r, c, v = r[pos], S.indices[pos], S.data[pos]
-    big = np.bincount(r, minlength=S.shape[0])[r] > k
-    rb, cb, vb = r[big], c[big], v[big]
-    key = (rb << 32) | (0x7FFFFFFF - vb.view(np.int32)).astype(np.int64)
-    order = np.argsort(key, kind="stable")
-    rb, cb, vb = rb[order], cb[order], vb[order]
-    keep = np.arange(len(rb)) - np.searchsorted(rb, rb) < k
-    out = sp.csr_matrix((np.r_[v[~big], vb[keep]], (np.r_[r[~big], rb[keep]], np.r_[c[~big], cb[keep]])),
-                        shape=S.shape, dtype=np.float32)
+    n = len(indptr) - 1
+    lens = np.diff(indptr)
+    thr = np.zeros(n, np.float32)  # keep entries above thr[row] (0: every positive entry)
+    for rows in _length_chunks(np.flatnonzero(lens > k), lens):
+        m = int(lens[rows[-1]])
+        cols = np.arange(m, dtype=indptr.dtype)
+        P = np.take(v, indptr[rows, None] + cols, mode="clip")
+        P[cols >= lens[rows, None]] = -np.inf  # past the row's end
+        P.partition(m - k, axis=1)
+        thr[rows] = np.maximum(P[:, m - k], 0.0)  # fewer than k positive entries: keep them all
+    rep = np.repeat(thr, lens)
+    keep = v > rep
+    # entries equal to their row's k-th value fill the row up to k, lowest columns first
+    eq = np.flatnonzero(v == rep)
+    eq_row = np.searchsorted(indptr, eq, side="right") - 1
+    eq, eq_row = eq[thr[eq_row] > 0], eq_row[thr[eq_row] > 0]
+    if len(eq):
+        kept = np.flatnonzero(keep)
+        need = k - np.diff(np.searchsorted(kept, indptr))
+        order = np.lexsort((indices[eq], eq_row))
+        eq, eq_row = eq[order], eq_row[order]
+        rank = np.arange(len(eq)) - np.searchsorted(eq_row, eq_row)
+        keep[eq[rank < need[eq_row]]] = True
+    kept = np.flatnonzero(keep)
+    out = sp.csr_matrix((v[kept].astype(np.float32, copy=False), indices[kept], np.searchsorted(kept, indptr)),
+                        shape=(n, n_cols))
     out.sort_indices()
     return out
+
+
+def _length_chunks(rows: np.ndarray, lens: np.ndarray):
+    """``rows`` in chunks of similar length (longest at most twice the shortest, at most ``TOPK_CELLS`` padded
+    cells unless one row is longer), shortest first; each chunk ordered by length."""
+    rows = rows[np.argsort(lens[rows], kind="stable")]
+    length_class = np.log2(lens[rows]).astype(np.int64)
+    start = 0
+    while start < len(rows):
+        stop = int(np.searchsorted(length_class, length_class[start], side="right"))
+        stop = min(stop, start + max(1, TOPK_CELLS // int(lens[rows[stop - 1]])))
+        yield rows[start:stop]
+        start = stop
 
 
 def category_depth(kg: KnowledgeGraph) -> int:
