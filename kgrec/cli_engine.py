@@ -60,6 +60,9 @@ def register_build(sub, common) -> None:
                                    "save the engine to --out (atomically).")
     add_store_option(p)
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
+    p.add_argument("--tune", action="store_true",
+                   help="choose the fusion (tuned RRF weights or a learned model) on each user's held-out last "
+                        "item first; costs a second build")
     _add_config_options(p)
     p.set_defaults(func=cmd_build)
 
@@ -73,7 +76,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     with open_store(args.store, read_only=True) as store:
         kg = store.export()
     log.info("exported %s in %.1fs", store.url, time.perf_counter() - t0)
-    engine = KGRec.build(kg, config)
+    if args.tune:
+        from kgrec.experiment import build_tuned
+
+        engine, info = build_tuned(kg, config)
+        log.info("fusion: %s (validation HR@50 %.4f)", info["mode"], info["valid_score"])
+    else:
+        engine = KGRec.build(kg, config)
     out = engine.save(args.out)
     for route, why in engine.skipped.items():
         log.warning("route %s skipped: %s", route, why)

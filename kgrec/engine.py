@@ -121,9 +121,14 @@ class KGRec:
         self.gcn = gcn  # GCN state and fused item vectors, when config.vectors == "gcn"
         self._lock = ReadWriteLock()  # queries read; add_items swaps its results in under the write lock
         self._grow_lock = threading.Lock()  # one add_items at a time
-        self.is_head = _head_mask(train.matrix)
-        self.is_cold = np.asarray(train.matrix.getnnz(axis=0) == 0)
+        self._set_item_stats(train.matrix)
         self.timings: dict[str, float] = {}
+
+    def _set_item_stats(self, matrix: sp.csr_matrix) -> None:
+        """Per-item training statistics that fusion reads: popularity, popular head, cold (no interaction)."""
+        self.popularity = np.asarray(matrix.getnnz(axis=0))
+        self.is_head = _head_mask(matrix)
+        self.is_cold = self.popularity == 0
 
     # --- building ----------------------------------------------------------------------------------
     @classmethod
@@ -197,7 +202,7 @@ class KGRec:
     def _run(self, query: Query, k: int, route_names) -> tuple[np.ndarray, np.ndarray, dict]:
         n = self._n(k)
         results = {name: self.routes[name].recall(query, n) for name in route_names if name in self.routes}
-        return fuse(results, k, self.config.fusion, self.is_head, self.is_cold)
+        return fuse(results, k, self.config.fusion, self.is_head, self.is_cold, self.popularity)
 
     def _candidates(self, query: Query, ids, scores, hits, explain: bool) -> list[Candidate]:
         out = []
@@ -340,8 +345,7 @@ class KGRec:
             with self._lock.writing():
                 (self.kg, self.catalog, self.train, self.vectors, self.gcn, self.encoder, self.routes,
                  self.skipped) = grown
-                self.is_head = _head_mask(self.train.matrix)
-                self.is_cold = np.asarray(self.train.matrix.getnnz(axis=0) == 0)
+                self._set_item_stats(self.train.matrix)
         log.info("added %d items in %.2fs", len(records), time.perf_counter() - t0)
         return [r["item_id"] for r in records]
 

@@ -69,10 +69,7 @@ def build_for(kg: KnowledgeGraph, split: ev.Split, config: EngineConfig, on: str
 def eval_users(split: ev.Split, max_users: int | None = None, seed: int = 0) -> np.ndarray:
     """The test users an evaluation scores: all of ``split.test_users``, or a seeded sample of ``max_users``
     of them (sorted), the same sample ``run_eval`` (and ``kgrec eval --max-users``) uses."""
-    users = split.test_users
-    if max_users and len(users) > max_users:
-        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
-    return users
+    return _sample(split.test_users, max_users, seed)
 
 
 def _lists_recommender(lists: list[dict], users: np.ndarray, pick):
@@ -93,7 +90,7 @@ def _fused_pick(fusion: FusionConfig, engine: KGRec, routes: Sequence[str] | Non
     """Fuse a user's route lists (only ``routes``, default: the engine's configured ones)."""
     keep = set(routes or engine.config.routes)
     return lambda res, n: fuse({r: v for r, v in res.items() if r in keep}, n, fusion, engine.is_head,
-                               engine.is_cold)[0]
+                               engine.is_cold, engine.popularity)[0]
 
 
 def _route_pick(route: str):
@@ -107,34 +104,110 @@ def _flat(result: dict) -> dict:
 COLD_QUOTA = "cold_quota"
 
 
-def tune_fusion(engine: KGRec, split: ev.Split, k: int = 50, max_users: int = 3000, seed: int = 0,
-                grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
-                cold_grid: Sequence[float] = (0.0, 0.05, 0.1, 0.2)) -> tuple[FusionConfig, dict]:
-    """Coordinate search over route weights and the cold quota, maximising HR@k on the split's validation
-    view. ``engine`` must be built on the tuning view (``build_for(..., on="valid")``)."""
-    users = split.valid_users
-    if len(users) > max_users:
+def _sample(users: np.ndarray, max_users: int | None, seed: int) -> np.ndarray:
+    if max_users and len(users) > max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+    return users
+
+
+def tune_fusion(engine: KGRec, split: ev.Split, k: int = 50, max_users: int = 6000, seed: int = 0,
+                grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
+                cold_grid: Sequence[float] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3),
+                modes: Sequence[str] = ("rrf", "learned"), cold_parity: float = 0.5,
+                on: str = "valid") -> tuple[FusionConfig, dict]:
+    """Choose the fusion on the split's validation view, maximising HR@k.
+
+    ``engine`` must be built on the tuning view (``build_for(..., on="valid")``). The validation users are
+    halved (seeded): on one half, RRF route weights are tuned by coordinate search and the learned fusion
+    (:mod:`kgrec.fusion_model`) is fitted; the other half picks the better of the two, which is then re-tuned
+    (or re-fitted) on all validation users. Last, the cold quota: when the view holds cold targets (item-cold
+    protocol), the best-HR quota among those whose cold-target HR@k is at least ``cold_parity`` × the warm
+    one (new items get a fair share of slots, not only what maximises overall HR); else the best-HR quota.
+    ``on="test"`` is only for a split whose test view is itself carved from training data
+    (:func:`build_tuned`)."""
+    for mode in modes:
+        if mode not in ("rrf", "learned"):
+            raise ConfigError(f"tune_fusion modes: choose from 'rrf' and 'learned', got {mode!r}")
+    users = _sample(split.valid_users if on == "valid" else split.test_users, max_users, seed)
+    targets_m = split.valid_items if on == "valid" else split.test_items
     lists = engine.route_lists(users, engine._n(k))
     base = engine.config.fusion
+    routes = [r for r in engine.config.routes if r in engine.routes and r not in QUERY_ROUTES]
+    targets = [targets_m[u].indices for u in users.tolist()]
 
-    def fusion_of(knobs: dict) -> FusionConfig:
-        weights = {r: w for r, w in knobs.items() if r != COLD_QUOTA}
-        return base.replace(weights=weights, cold_quota=knobs[COLD_QUOTA])
+    def metrics(fusion: FusionConfig, idx: np.ndarray) -> dict:
+        rec = _lists_recommender([lists[i] for i in idx.tolist()], users[idx], _fused_pick(fusion, engine, routes))
+        res = ev.evaluate(rec, split, ks=(k,), users=users[idx], on=on)
+        return {part: res[part][f"hr@{k}"] for part in ("all", "cold", "warm") if part in res}
 
-    def objective(knobs: dict) -> float:
-        if not any(w > 0 for r, w in knobs.items() if r != COLD_QUOTA):
-            return 0.0
-        rec = _lists_recommender(lists, users, _fused_pick(fusion_of(knobs), engine))
-        return ev.evaluate(rec, split, ks=(k,), users=users, on="valid")["all"][f"hr@{k}"]
+    def hr(fusion: FusionConfig, idx: np.ndarray) -> float:
+        return metrics(fusion, idx)["all"]
 
-    start = {r: base.weight(r) for r in engine.routes if r not in QUERY_ROUTES}
-    grids = {r: tuple(grid) for r in start}
-    start[COLD_QUOTA], grids[COLD_QUOTA] = base.cold_quota, tuple(cold_grid)
-    best, score, trace = coordinate_search(objective, start, grid=grids)
-    fusion = fusion_of(best)
-    return fusion, {"metric": f"hr@{k}", "valid_score": score, "weights": dict(fusion.weights),
-                    "cold_quota": fusion.cold_quota, "n_users": int(len(users)), "trace": trace}
+    def rrf(idx: np.ndarray) -> tuple[FusionConfig, list]:
+        def objective(w: dict) -> float:
+            return hr(base.replace(mode="rrf", weights=w, model={}), idx) if any(v > 0 for v in w.values()) else 0.0
+
+        start = {r: base.weight(r) for r in routes}
+        w, _, trace = coordinate_search(objective, start, grid={r: tuple(grid) for r in start})
+        return base.replace(mode="rrf", weights=w, model={}), trace
+
+    def learned(idx: np.ndarray) -> tuple[FusionConfig, dict]:
+        from kgrec.fusion_model import fit
+
+        model, info = fit([lists[i] for i in idx.tolist()], [targets[i] for i in idx.tolist()], routes,
+                          engine.popularity, engine.is_cold)
+        return (base.replace(mode="learned", model=model) if model else None), info
+
+    fitters = {"rrf": rrf, "learned": learned}
+    order = np.random.default_rng(seed).permutation(len(users))
+    half_a, half_b = np.sort(order[: len(users) // 2]), np.sort(order[len(users) // 2:])
+    held_out = {}
+    if len(modes) > 1:
+        for mode in modes:
+            fusion, _ = fitters[mode](half_a)
+            held_out[mode] = hr(fusion, half_b) if fusion is not None else -1.0
+        mode = max(modes, key=lambda m: (held_out[m], -modes.index(m)))
+    else:
+        mode = modes[0]
+    everyone = np.arange(len(users))
+    fusion, detail = fitters[mode](everyone)
+    if fusion is None:  # nothing to fit on (no validation target among the candidates)
+        mode, (fusion, detail) = "rrf", rrf(everyone)
+    cold = {float(q): metrics(fusion.replace(cold_quota=float(q)), everyone) for q in cold_grid}
+    fair = [q for q, m in cold.items() if "cold" not in m or m["cold"] >= cold_parity * m["warm"]]
+    if fair:
+        best_q = max(fair, key=lambda q: (cold[q]["all"], -q))
+    else:  # no quota reaches parity: the one closest to it
+        best_q = max(cold, key=lambda q: (cold[q]["cold"] / max(cold[q]["warm"], 1e-9), -q))
+    fusion = fusion.replace(cold_quota=best_q)
+    info = {"metric": f"hr@{k}", "mode": mode, "held_out": held_out, "valid_score": cold[best_q]["all"],
+            "cold_quota": best_q, "cold_parity": cold_parity, "cold_quota_scores": {str(q): m for q, m in cold.items()},
+            "weights": dict(fusion.weights),
+            "model": dict(fusion.model), "n_users": int(len(users)),
+            ("trace" if mode == "rrf" else "fit"): detail}
+    log.info("fusion tuned on %d validation users: mode %s, cold quota %g, HR@%d %.4f (held-out half: %s)",
+             len(users), mode, best_q, k, cold[best_q]["all"], {m: round(v, 4) for m, v in held_out.items()})
+    return fusion, info
+
+
+def build_tuned(kg: KnowledgeGraph | Catalog, config: EngineConfig | None = None, text: tuple | None = None,
+                **tune) -> tuple[KGRec, dict]:
+    """Build an engine on every interaction with its fusion tuned first on data carved from them: each
+    user's last item is held out, an engine built on the rest, the fusion chosen by :func:`tune_fusion` on
+    those held-out items; then the engine is built on all interactions with that fusion. Costs two builds."""
+    kg = kg if isinstance(kg, KnowledgeGraph) else KnowledgeGraph(kg)
+    config = config or EngineConfig()
+    if text is None and {"ann", "text"} & set(config.routes):
+        text = text_vectors(kg.catalog, config)
+    split = ev.leave_last_out(kg.catalog, valid=False)
+    if len(split.test_users) == 0:
+        raise ConfigError("cannot tune fusion: no user has the 3 interactions needed to hold one out; build "
+                          "without tuning")
+    tuner = build_for(kg, split, config, on="test", text=text)
+    fusion, info = tune_fusion(tuner, split, on="test", **tune)
+    engine = KGRec.build(kg, config.replace(fusion=fusion), text=text)
+    engine.tuning = info
+    return engine, info
 
 
 @dataclass

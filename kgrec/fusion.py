@@ -18,6 +18,9 @@ from kgrec.errors import ConfigError
 from kgrec.routes.base import Evidence
 
 
+MODES = ("rrf", "weighted", "learned")
+
+
 def _is_real(v) -> bool:
     return isinstance(v, Real) and not isinstance(v, bool)
 
@@ -30,16 +33,23 @@ class FusionConfig:
     quotas: Mapping[str, int] = field(default_factory=dict)  # route → guaranteed slots
     tail_quota: float = 0.0  # share of k reserved for items outside the popular head
     cold_quota: float = 0.0  # share of k reserved for items with no training interaction (new items)
+    # mode "learned": the scorer fitted on the validation view (kgrec.fusion_model.fit)
+    model: Mapping = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.mode, str) or self.mode not in ("rrf", "weighted"):
-            raise ConfigError(f"fusion mode {self.mode!r}: use 'rrf' or 'weighted'")
+        if not isinstance(self.mode, str) or self.mode not in MODES:
+            raise ConfigError(f"fusion mode {self.mode!r}: use one of {list(MODES)}")
+        if self.mode == "learned" and not self.model:
+            raise ConfigError("fusion mode 'learned' needs a fitted model: run `kgrec build --tune` (or "
+                              "kgrec.experiment.tune_fusion), or use mode 'rrf'")
         for key in ("tail_quota", "cold_quota"):
             v = getattr(self, key)
             if not _is_real(v) or not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{key}={v!r}: use a share between 0 and 1")
         if not _is_real(self.rrf_k) or not math.isfinite(self.rrf_k) or self.rrf_k <= 0:
             raise ConfigError(f"rrf_k={self.rrf_k!r}: use a finite number > 0")
+        if not isinstance(self.model, Mapping):
+            raise ConfigError(f"fusion model={self.model!r}: use the table kgrec.fusion_model.fit returns")
         for key in ("weights", "quotas"):
             table = getattr(self, key)
             if not isinstance(table, Mapping) or not all(isinstance(r, str) for r in table):
@@ -47,6 +57,13 @@ class FusionConfig:
         for r, w in self.weights.items():
             if not _is_real(w) or not math.isfinite(w) or w < 0:
                 raise ConfigError(f"fusion weight for route {r!r} is {w!r}: use a finite number ≥ 0")
+        if self.model:
+            from kgrec.fusion_model import check
+
+            try:
+                check(self.model)
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"fusion model: {e}; refit it (`kgrec build --tune`) rather than edit it") from None
         for r, q in self.quotas.items():
             if not isinstance(q, Integral) or isinstance(q, bool) or q < 0:
                 raise ConfigError(f"quota for route {r!r} is {q!r}: use a whole count ≥ 0")
@@ -93,39 +110,62 @@ RouteResults = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
 def fuse(results: RouteResults, k: int, config: FusionConfig = FusionConfig(),
          is_head: np.ndarray | None = None, is_cold: np.ndarray | None = None,
+         popularity: np.ndarray | None = None,
          ) -> tuple[np.ndarray, np.ndarray, dict[int, dict[str, RouteHit]]]:
     """Fuse ``{route: (ids, scores)}`` into the best ``k`` items.
 
     Returns ``(ids, scores, hits)`` where ``hits[item]`` maps each route that found the item to its
     :class:`RouteHit`. ``is_head`` (bool per item) marks the popular head, needed for ``tail_quota``;
-    ``is_cold`` marks items without training interactions, needed for ``cold_quota``.
+    ``is_cold`` marks items without training interactions, needed for ``cold_quota`` and the learned mode;
+    ``popularity`` (training interactions per item) is a feature of the learned mode. The learned mode falls
+    back to RRF for results holding a route its model has no weights for (e.g. free-text ``search``).
     """
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32), {}
-    fused: dict[int, float] = {}
-    hits: dict[int, dict[str, RouteHit]] = {}
+    mode = config.mode
+    if mode == "learned":
+        from kgrec.fusion_model import model_routes
+
+        known = set(model_routes(config.model))
+        if any(len(v[0]) and r not in known for r, v in results.items()):
+            mode = "rrf"
+    lists = []  # (route, ids, scores, contributions) of the routes that found something, in results order
     for route, (ids, scores) in results.items():
         w = config.weight(route)
         if len(ids) == 0:
             continue
-        if config.mode == "rrf":
+        ids, scores = np.asarray(ids, np.int64), np.asarray(scores)
+        if mode == "learned":
+            contrib = np.zeros(len(ids))  # scored below, from all routes' evidence at once
+        elif mode == "rrf":
             contrib = w / (config.rrf_k + np.arange(1, len(ids) + 1))
         else:
             top = float(scores[0]) if scores[0] > 0 else 1.0
             contrib = w * (np.asarray(scores, np.float64) / top)
-        for rank, (i, s, c) in enumerate(zip(ids.tolist(), scores.tolist(), contrib.tolist())):
-            fused[i] = fused.get(i, 0.0) + c
-            hits.setdefault(i, {})[route] = RouteHit(rank, s)
-    if not fused:
+        lists.append((route, ids, scores, contrib))
+    if not lists:
         return np.zeros(0, np.int64), np.zeros(0, np.float32), {}
-    items = np.fromiter(fused.keys(), np.int64, len(fused))
-    scores = np.fromiter(fused.values(), np.float64, len(fused))
+    if mode == "learned":
+        from kgrec.fusion_model import score as learned_score
+
+        items, scores = learned_score(results, config.model, popularity, is_cold)
+    else:
+        # each item's contributions summed in route order (bincount adds its weights in input order)
+        items, at = np.unique(np.concatenate([x[1] for x in lists]), return_inverse=True)
+        scores = np.bincount(at, weights=np.concatenate([x[3] for x in lists]), minlength=len(items))
     order = np.lexsort((items, -scores))  # best first; ties → lower index, deterministic
     ranked = items[order]
     chosen = _apply_quotas(ranked, k, results, config, is_head, is_cold)
-    score_of = dict(zip(items.tolist(), scores.tolist()))
-    out_scores = np.array([score_of[i] for i in chosen.tolist()], np.float32)
-    return chosen, out_scores, {i: hits[i] for i in chosen.tolist()}
+    by_id = np.argsort(items, kind="stable")
+    out_scores = scores[by_id[np.searchsorted(items, chosen, sorter=by_id)]].astype(np.float32)
+    # where each route placed the chosen items (only those: building records for every candidate costs more
+    # than the fusion itself); a route listing an item twice keeps its last place, as a dict update would
+    hits: dict[int, dict[str, RouteHit]] = {i: {} for i in chosen.tolist()}
+    for route, ids, route_scores, _ in lists:
+        at = np.flatnonzero(np.isin(ids, chosen))
+        for rank, i, s in zip(at.tolist(), ids[at].tolist(), route_scores[at].tolist()):
+            hits[i][route] = RouteHit(rank, s)
+    return chosen, out_scores, hits
 
 
 def _apply_quotas(ranked: np.ndarray, k: int, results: RouteResults, config: FusionConfig,

@@ -106,11 +106,11 @@ def _validation_split(user, item, seq, valid, rng):
 # --- training -----------------------------------------------------------------------------------------
 def train_gcn(kg, train_user, train_item, text_vectors, *, train_seq=None, dim: int = 64, layers: int = 2,
               loss: str = "softmax", temperature: float = 0.2, epochs: int = 200, lr: float = 5e-3,
-              batch_size: int = 2048, neg: int | None = None, valid: float | tuple = 0.1, patience: int = 8,
+              batch_size: int = 2048, neg: int | None = None, valid: float | tuple = 0.1, patience: int = 6,
               reg: float = 1e-4, residual: bool = True, residual_reg: float = 1e-3,
               residual_dropout: float = 0.2, cold_dropout: float = 0.1, user_embedding: bool = False,
               fusion: str = "gate", alpha: float = 0.5, item_links: bool = False, final_graph: str = "full",
-              seed: int = 0, max_minutes: float | None = 5.0, progress: bool | None = None
+              seed: int = 0, max_minutes: float | None = 15.0, progress: bool | None = None
               ) -> tuple[dict, np.ndarray, np.ndarray, dict]:
     """Train a :class:`~kgrec.gcn.KGGCN` on ``kg`` (a :class:`~kgrec.graph.KnowledgeGraph`).
 
