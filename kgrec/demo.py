@@ -72,8 +72,9 @@ def run(data: str | None, out: str, max_users: int | None = None) -> dict:
         why = c.evidence[0].text if c.evidence else ""
         print(f"  {rank:>2}. {c.item_id:<12} {c.score:.4f} [{'+'.join(c.routes)}] {why}")
 
-    _section("evaluate (leave-last-out)")
-    result = run_eval(catalog, "leave-last-out", (20, 50), config, sweep=(0.0, 0.2, 0.4), max_users=max_users)
+    _section("evaluate (leave-last-out, fusion chosen on the validation view)")
+    result = run_eval(catalog, "leave-last-out", (20, 50), config, tune=True, sweep=(0.0, 0.2, 0.4),
+                      max_users=max_users)
     print(format_table(result))
     (out_dir / "eval.json").write_text(json.dumps(result, indent=2, default=float), encoding="utf-8")
     print(f"\nwrote {out_dir / 'eval.json'}; demo took {time.perf_counter() - t0:.0f}s")
