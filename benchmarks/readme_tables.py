@@ -29,8 +29,12 @@ def _eval_table(path: Path, cols: list[str]) -> str:
                     f"{row['coverage@50']:.4f} |\n")
     if "tuning" in r:
         t = r["tuning"]
+        held = ", ".join(f"{m} {v:.4f}" for m, v in t.get("held_out", {}).items())
+        chosen = (f"fusion **{t['mode']}**" + (f" (held-out half of the validation users: {held})" if held else "")
+                  if "mode" in t else "RRF")
+        weights = f"weights {t['weights']}, " if t.get("mode", "rrf") == "rrf" else ""
         out += (f"\nTuned on the validation view ({t['n_users']} users, {t['metric']} {t['valid_score']:.4f}): "
-                f"weights {t['weights']}, cold quota {t.get('cold_quota', 0)}.\n")
+                f"{chosen}, {weights}cold quota {t.get('cold_quota', 0)}.\n")
     return out
 
 
