@@ -416,6 +416,7 @@ class KGRec:
                 "dataset": {"name": self.catalog.name, "fingerprint": self.catalog.fingerprint(),
                             "counts": self.catalog.counts()},
                 "routes": list(self.routes),
+                "encoder": self.encoder.name if self.encoder is not None else None,  # its vectors' identity
                 "skipped": self.skipped,
                 "timings": self.timings,
             }
@@ -458,6 +459,11 @@ class KGRec:
             from kgrec.text import make_encoder
 
             encoder = make_encoder(config.encoder, **config.encoder_options)
+            built = manifest.get("encoder")
+            if built and built != encoder.name:  # queries must be encoded as the items were
+                raise ArtifactError(f"{path}: item vectors were made by text encoder {built!r}, but this "
+                                    f"installation makes {encoder.name!r} from the saved config; rebuild the "
+                                    "model (kgrec build) with this version")
         routes, skipped = _make_routes(kg, config, train, vectors, encoder, None, {}, itemcf_sim=sim, gcn=gcn)
         return cls(kg, config, train, routes, skipped, vectors, encoder, gcn)
 

@@ -91,6 +91,16 @@ def test_save_load_round_trip_and_damage_detection(engine, tmp_path):
         KGRec.load(tmp_path)
 
 
+def test_load_refuses_a_model_whose_item_vectors_came_from_another_encoder(engine, tmp_path):
+    path = engine.save(tmp_path / "model")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["encoder"] == engine.encoder.name
+    manifest["encoder"] = "hf:some-other-model:mean:len128"
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="some-other-model.*rebuild"):
+        KGRec.load(path)
+
+
 def test_catalog_with_ids_only_builds_and_says_what_is_skipped():
     b = CatalogBuilder("ids-only")
     for i in range(30):
