@@ -253,6 +253,7 @@ def evaluate_routes(catalog: Catalog, protocol: str = "leave-last-out", ks: Sequ
         t0 = time.perf_counter()
         text = text_vectors(catalog, config)  # item texts do not depend on the split: encode once
         timings["encode"] = time.perf_counter() - t0
+        out["text_encoder"] = text[1].name if text[1] is not None else None
     if tune:
         t0 = time.perf_counter()
         tuner = build_for(kg, split, config, on="valid", text=text)
