@@ -38,6 +38,38 @@ def _eval_table(path: Path, cols: list[str]) -> str:
     return out
 
 
+def quality_table(report: dict) -> str:
+    """``benchmarks/results/quality.json`` (bench_quality.py): one row per protocol and system, best HR@50 first."""
+    lines = ["| protocol | system | HR@20 | HR@50 | NDCG@50 | coverage@50 | cold HR@50 | warm HR@50 | cold / warm |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for protocol, entry in report.get("protocols", {}).items():
+        for name, v in sorted(entry.get("systems", {}).items(), key=lambda kv: -kv[1]["metrics"]["hr@50"]):
+            m = v["metrics"]
+            cold = [f"{m[c]:.4f}" if c in m else "" for c in ("cold_hr@50", "warm_hr@50")]
+            ratio = f"{m['cold_over_warm']:.2f}" if "cold_over_warm" in m else ""
+            label = f"**{name}**" if name == "kgrec" else name
+            lines.append(f"| {protocol} | {label} | {m['hr@20']:.4f} | {m['hr@50']:.4f} | {m['ndcg@50']:.4f} | "
+                         f"{m['coverage@50']:.4f} | {cold[0]} | {cold[1]} | {ratio} |")
+    return "\n".join(lines)
+
+
+def itemcf_rows(report: dict) -> str:
+    """``benchmarks/results/itemcf.json`` (bench_itemcf.py) as rows of the README's Performance table."""
+    rows = []
+    for name, r in report["results"].items():
+        d, med, load = r["dataset"], r["median_seconds"], r["load_average_1m"]
+        size = f"{d['items']:,} items × {d['users']:,} users, {d['nonzeros']:,} non-zeros"
+        rows.append(
+            f"| item-CF neighbour build vs implicit `CosineRecommender`, {name} ({size}), K={r['k']}, cosine | "
+            f"kgrec {med['kgrec']:.2f} s vs implicit {med['implicit']:.2f} s: **{r['ratio_kgrec_over_implicit']:.2f}×** "
+            f"(CPU {r['cpu_ratio_kgrec_over_implicit']:.2f}×; kgrec on 1 thread {med.get('kgrec_1_thread', 0):.2f} s), "
+            f"same neighbours up to ties ({r['agreement']['share_in_common']:.1%} of pairs shared, "
+            f"{r['agreement']['differences_not_ties_at_the_cut']} non-tie differences); load average "
+            f"{load['start']:.1f}–{load['end']:.1f} | `{r.get('command', report['command'])}` → "
+            "`benchmarks/results/itemcf.json` |")
+    return "\n".join(rows)
+
+
 def encode_rows(report: dict) -> str:
     """``benchmarks/results/encode.json`` (bench_encode.py) as rows of the README's Performance table: the
     default (fastest at cosine >= 0.99) against the target, then every variant of the same run."""
@@ -82,6 +114,14 @@ def main() -> None:
             print(f"### Scientific, {name}\n")
             print(_eval_table(path, cols))
             print()
+    if (RESULTS / "quality.json").exists():
+        print("### Quality next to peers\n")
+        print(quality_table(json.loads((RESULTS / "quality.json").read_text(encoding="utf-8"))))
+        print()
+    if (RESULTS / "itemcf.json").exists():
+        print("### Performance rows: item-CF vs implicit\n")
+        print(itemcf_rows(json.loads((RESULTS / "itemcf.json").read_text(encoding="utf-8"))))
+        print()
     if (RESULTS / "encode.json").exists():
         print("### Performance rows: text encoding\n")
         print(encode_rows(json.loads((RESULTS / "encode.json").read_text(encoding="utf-8"))))

@@ -73,6 +73,11 @@ def test_threads_blocks_and_kernel_do_not_change_the_result(monkeypatch, R):
     strict = item_similarity(X, K, norms, 1.0, counts=counts, min_count=2, block_work=300, threads=2)
     co = (X @ X.T).toarray()
     assert strict.nnz and np.all(co[strict.nonzero()] >= 2)
+    # counts with more entries than X: its products get their own (larger) output bounds
+    denser = sp.csr_matrix(X + sp.random(*X.shape, density=0.05, random_state=0, dtype=np.float32) > 0,
+                           dtype=np.float32)
+    strict = item_similarity(X, K, norms, 1.0, counts=denser, min_count=2, block_work=300, threads=2)
+    assert strict.nnz and np.all((denser @ denser.T).toarray()[strict.nonzero()] >= 2)
 
 
 @pytest.mark.parametrize("k", [1, K])

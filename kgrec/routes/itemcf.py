@@ -41,7 +41,9 @@ from tqdm.auto import tqdm
 
 from graph_schema import ITEM
 from kgrec.graph import KnowledgeGraph
-from kgrec.routes._common import Names, SeedExpansionRoute, check_interactions, topk_csr
+from kgrec.routes._common import (
+    Names, SeedExpansionRoute, check_interactions, ranges, row_positions, row_product, topk_csr,
+)
 from kgrec.routes.base import Evidence, Query, RouteUnavailable, seed_weights
 
 try:  # scipy's sparse product kernel, called directly by _product; the public `@` otherwise
@@ -90,8 +92,8 @@ def item_neighbours(R: sp.spmatrix, k: int = 100, weighting: str = "cosine", shr
     X = W.T.tocsr()  # items × users
     norms = None
     if weighting != "bm25":
-        rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
-        norms = np.sqrt(np.bincount(rows, weights=np.square(X.data, dtype=np.float64), minlength=X.shape[0]))
+        norms = np.sqrt(sp.csr_matrix((np.square(X.data, dtype=np.float64), X.indices, X.indptr), shape=X.shape)
+                        @ np.ones(X.shape[1]))
     counts = _ones(X) if min_count > 1 else None
     return item_similarity(X, k, norms, shrink, counts, min_count, threads=threads, XT=W)
 
@@ -127,18 +129,16 @@ def item_similarity(X: sp.csr_matrix, k: int, norms: np.ndarray | None = None, s
         CT = counts.T.tocsr()
     else:
         CT = None
-    # work of row i = sum of the degrees of its users (an upper bound of its product's entries); cut blocks
-    # at ~block_work multiply-adds
-    user_deg = np.diff(XT.indptr).astype(np.int64)
-    work = np.r_[0, np.cumsum(user_deg[X.indices])][X.indptr]
+    work = _work(X, XT)  # cut blocks at ~block_work multiply-adds
+    work_counts = _work(counts, CT) if CT is not None else None
     bounds = np.unique(np.r_[0, np.searchsorted(work, np.arange(block_work, work[-1] if n else 0, block_work)), n])
 
     def block(a: int, b: int) -> sp.csr_matrix:
         v, ind, ptr = _product(X, XT, a, b, int(work[b] - work[a]))
         if CT is not None:
             S = sp.csr_matrix((v, ind, ptr), shape=(b - a, n))
-            S = S.multiply(sp.csr_matrix(_product(counts, CT, a, b, int(work[b] - work[a])), shape=S.shape)
-                           >= min_count).tocsr()
+            counted = _product(counts, CT, a, b, int(work_counts[b] - work_counts[a]))
+            S = S.multiply(sp.csr_matrix(counted, shape=S.shape) >= min_count).tocsr()
             v, ind, ptr = S.data, S.indices, S.indptr
         lens = np.diff(ptr)
         if norms is not None:
@@ -191,6 +191,14 @@ def _available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def _work(A: sp.csr_matrix, BT: sp.csr_matrix) -> np.ndarray:
+    """Multiply-adds of ``A[:i] @ BT`` for every ``i`` (``n_rows + 1`` values, int64): row ``i`` costs the sum of
+    the lengths of the rows of ``BT`` its entries point to, an upper bound of its product's entries (exact in
+    float64: the sums stay far below 2**53)."""
+    pattern = sp.csr_matrix((np.ones(A.nnz), A.indices, A.indptr), shape=A.shape)
+    return np.r_[0, np.cumsum(pattern @ np.diff(BT.indptr).astype(np.float64))].astype(np.int64)
 
 
 def _product(A: sp.csr_matrix, BT: sp.csr_matrix, a: int, b: int,
@@ -252,11 +260,17 @@ class ItemCFRoute(SeedExpansionRoute):
 
     @cached_property
     def _item_users(self) -> sp.csr_matrix:
-        """Binary items × users, for co-occurrence counts in evidence (built on first use)."""
-        return _ones(self._R.T.tocsr())
+        """Binary items × users, for co-occurrence counts in evidence (built on first use; users sorted)."""
+        m = _ones(self._R.T.tocsr())
+        m.sort_indices()
+        return m
 
     def _expand(self, W: sp.csr_matrix) -> sp.csr_matrix:
         return (W @ self.sim).tocsr()
+
+    def _expand_row(self, cols: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids, scores, _ = row_product(cols, vals, self.sim)
+        return ids, scores
 
     def neighbors(self, item: int, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` most similar items to ``item``, best first (``(ids, scores)``)."""
@@ -267,20 +281,52 @@ class ItemCFRoute(SeedExpansionRoute):
 
     def co_count(self, a: int, b: int) -> int:
         """Users who interacted with both ``a`` and ``b`` in the training matrix."""
+        return int(self.co_counts(np.array([a]), np.array([b]))[0])
+
+    def co_counts(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """:meth:`co_count` of each pair ``(a[k], b[k])``: for each distinct ``a``, its users are marked in a
+        flag per user and the users of its partners looked up there."""
         m = self._item_users
-        return len(np.intersect1d(m.indices[m.indptr[a]:m.indptr[a + 1]], m.indices[m.indptr[b]:m.indptr[b + 1]],
-                                  assume_unique=True))
+        a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+        out = np.zeros(len(a), np.int64)
+        mark = np.zeros(m.shape[1], bool)
+        for v in np.unique(a).tolist():
+            users = m.indices[m.indptr[v]:m.indptr[v + 1]]
+            mark[users] = True
+            k = np.flatnonzero(a == v)
+            pos, n = row_positions(m.indptr, b[k])
+            out[k] = np.bincount(np.repeat(np.arange(len(k)), n)[mark[m.indices[pos]]], minlength=len(k))
+            mark[users] = False
+        return out
 
     def explain(self, query: Query, item: int) -> list[Evidence]:
+        return self.explain_many(query, np.array([item], np.int64))[0]
+
+    def explain_many(self, query: Query, items: np.ndarray) -> list[list[Evidence]]:
+        """:meth:`explain` for several items at once: the history item that contributes most to each (first in
+        history order on ties) and how many users have both."""
+        items = np.asarray(items, np.int64)
         seeds, w = seed_weights(query, self.recency)
-        if not len(seeds):
-            return []
-        contrib = w * np.asarray(self.sim[seeds][:, [item]].todense(), dtype=np.float32).ravel()
-        best = int(np.argmax(contrib))
-        if contrib[best] <= 0:
-            return []
-        via = int(seeds[best])
-        co = self.co_count(via, item)
-        users = "user" if co == 1 else "users"
-        return [Evidence(self.name, "co-occurrence", f'bought together with "{self.names.item(via)}" by {co} {users}',
-                         via_item=via, value=float(co))]
+        if not len(seeds) or not len(items):
+            return [[] for _ in items]
+        # similarities seeds × items (as self.sim[seeds][:, items], without scipy's O(n_items) column indexing)
+        pos, n = row_positions(self.sim.indptr, seeds)
+        by_item = np.argsort(items, kind="stable")
+        col = self.sim.indices[pos]
+        first = np.searchsorted(items, col, sorter=by_item)
+        last = np.searchsorted(items, col, side="right", sorter=by_item)
+        row = np.repeat(np.repeat(np.arange(len(seeds)), n), last - first)
+        at, _ = ranges(first, last)  # every place of the column in items (repeats included)
+        sims = np.zeros((len(seeds), len(items)), np.float32)
+        sims[row, by_item[at]] = np.repeat(self.sim.data[pos], last - first)
+        contrib = w[:, None] * sims
+        best = np.argmax(contrib, axis=0)
+        found = np.flatnonzero(contrib[best, np.arange(len(items))] > 0)
+        via = seeds[best[found]]
+        co = self.co_counts(via, items[found])
+        out: list[list[Evidence]] = [[] for _ in items]
+        for j, v, c in zip(found.tolist(), via.tolist(), co.tolist()):
+            users = "user" if c == 1 else "users"
+            out[j] = [Evidence(self.name, "co-occurrence",
+                               f'bought together with "{self.names.item(v)}" by {c} {users}', via_item=v, value=float(c))]
+        return out
