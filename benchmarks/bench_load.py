@@ -12,44 +12,18 @@ similar load), versions, dataset sizes, seconds per stage and peak RSS.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import resource
 import shutil
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import cpu_seconds, machine, peak_rss_mib, versions, write_report  # noqa: E402
 from graph_schema import SCHEMA  # noqa: E402
 from kgrec.store import open_store  # noqa: E402
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def machine() -> dict:
-    return {
-        "platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-        "load_average_1m": os.getloadavg()[0], "processor": platform.processor() or platform.machine(),
-    }
-
-
-def _cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def run(n_items: int, n_users: int, n_interactions: int, seed: int, folder: Path, export: bool) -> dict:
@@ -66,10 +40,10 @@ def run(n_items: int, n_users: int, n_interactions: int, seed: int, folder: Path
     rss_catalog = peak_rss_mib()
 
     with open_store(f"embedded://{folder}") as store:
-        t, cpu = time.perf_counter(), _cpu_seconds()
+        t, cpu = time.perf_counter(), cpu_seconds()
         store.load(catalog)
         load_s = time.perf_counter() - t
-        load_cpu = _cpu_seconds() - cpu
+        load_cpu = cpu_seconds() - cpu
         stages.update({f"load_{k}": v for k, v in store.last_load_stages.items() if k != "total"})
         stages["load_total"] = load_s
         t = time.perf_counter()
@@ -127,17 +101,11 @@ def main(argv=None) -> int:
         "benchmark": "bench_load",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
-        "versions": {d: _version(d) for d in ("kgrec", "ladybug", "numpy", "neo4j")},
+        "versions": versions("kgrec", "ladybug", "numpy", "neo4j"),
         "runs": runs,
         "best_edges_per_s": max(r["edges_per_s"] for r in runs),
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-        print("wrote", args.out)
-    else:
-        print(text)
+    write_report(report, args.out)
     return 0
 
 

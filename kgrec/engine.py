@@ -207,13 +207,27 @@ class KGRec:
     def _candidates(self, query: Query, ids, scores, hits, explain: bool) -> list[Candidate]:
         out = []
         ext = self.catalog.items
+        evidence = self._evidence(query, hits) if explain else {}
         for i, s in zip(ids.tolist(), scores.tolist()):
             found = hits.get(i, {})
-            ev: list[Evidence] = []
-            if explain:
-                for route in found:
-                    ev.extend(self.routes[route].explain(query, i))
+            ev: list[Evidence] = [e for route in found for e in evidence[route][i]] if explain else []
             out.append(Candidate(ext.external(i), s, found, ev, item=i))
+        return out
+
+    def _evidence(self, query: Query, hits: dict) -> dict[str, dict[int, list[Evidence]]]:
+        """Each route's evidence for the candidates it found, asked once per route (``explain_many``) rather
+        than once per candidate."""
+        found: dict[str, list[int]] = {}
+        for i, routes in hits.items():
+            for route in routes:
+                found.setdefault(route, []).append(i)
+        out = {}
+        for name, items in found.items():
+            route = self.routes[name]
+            if hasattr(route, "explain_many"):
+                out[name] = dict(zip(items, route.explain_many(query, np.asarray(items, np.int64))))
+            else:
+                out[name] = {i: route.explain(query, i) for i in items}
         return out
 
     @_reads

@@ -15,7 +15,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from kgrec.errors import ConfigError
-from kgrec.routes.base import Evidence
+from kgrec.routes.base import Evidence, member
 
 
 MODES = ("rrf", "weighted", "learned")
@@ -162,7 +162,7 @@ def fuse(results: RouteResults, k: int, config: FusionConfig = FusionConfig(),
     # than the fusion itself); a route listing an item twice keeps its last place, as a dict update would
     hits: dict[int, dict[str, RouteHit]] = {i: {} for i in chosen.tolist()}
     for route, ids, route_scores, _ in lists:
-        at = np.flatnonzero(np.isin(ids, chosen))
+        at = np.flatnonzero(member(ids, chosen))
         for rank, i, s in zip(at.tolist(), ids[at].tolist(), route_scores[at].tolist()):
             hits[i][route] = RouteHit(rank, s)
     return chosen, out_scores, hits

@@ -3,6 +3,11 @@
 A *seed-expansion* route scores items as ``w @ Op`` where ``w`` is a sparse row of seed weights (one row per
 query) and ``Op`` a sparse operator over items (item-CF similarities, item → KG node → item); recall and
 batched recall are then the same few lines for every such route.
+
+One query (``route.recall``) does not go through scipy: :func:`row_product` computes the same float32 sums with
+numpy without scipy's O(n_items) work per product, and the KG and popular routes read only the items that can
+reach the top ``n`` (:class:`ItemGroups`). Both give the batched path's results to the bit
+(``tests/test_route_pruning.py``).
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import scipy.sparse as sp
 
 from graph_schema import CATEGORY, IN_CATEGORY, ITEM
 from kgrec.graph import KnowledgeGraph
-from kgrec.routes.base import EMPTY_IDS, Query, seed_weights, top_n
+from kgrec.routes.base import EMPTY_IDS, Query, member, seed_weights, top_n
 
 TITLE_CHARS = 60
 TOPK_CELLS = 1 << 22  # padded cells per np.partition call in topk_csr
@@ -71,6 +76,82 @@ def seed_matrix(queries: Sequence[Query], n_items: int, recency: float) -> sp.cs
                          shape=(len(queries), n_items), dtype=np.float32)
 
 
+def seed_row(query: Query, recency: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """The query's row of :func:`seed_matrix` as ``(columns, float32 weights)``, columns ascending (scipy's
+    stored order for that row); ``None`` when a seed repeats (scipy sums repeats, the batched path does that)."""
+    seeds, w = seed_weights(query, recency)
+    order = np.argsort(seeds)
+    cols = seeds[order]
+    if len(cols) > 1 and not (cols[1:] > cols[:-1]).all():
+        return None
+    return cols, np.asarray(w, np.float32)[order]
+
+
+def ranges(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``concatenate([arange(a, b) for a, b in zip(starts, stops)])`` without a loop, and the lengths."""
+    starts = np.asarray(starts, np.int64)
+    lens = np.asarray(stops, np.int64) - starts
+    return np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum())), lens
+
+
+def row_positions(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the entries of CSR rows ``rows`` (one row after the other, each in stored order), and the
+    length of each row."""
+    return ranges(indptr[rows], indptr[rows + 1])
+
+
+def row_product(cols: np.ndarray, vals: np.ndarray, B: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``w @ B`` for one sparse row ``w`` (``cols``, ``vals`` in ``w``'s stored order) and a CSR ``B``.
+
+    The arithmetic of scipy's own product kernel, to the bit: float32 products, each column summed from 0 in
+    the order of ``w``'s entries (then of ``B``'s row), zero sums dropped. Unlike that kernel it does not
+    allocate and clear O(``B.shape[1]``) memory twice per call, which dominates one query on a 1M-item catalog.
+    Returns the result's columns (ascending), their sums, and the index of each column's first product (the
+    kernel emits columns last-first-seen first).
+    """
+    pos, lens = row_positions(B.indptr, cols)
+    if not len(pos):
+        return EMPTY_IDS, np.zeros(0, np.float32), EMPTY_IDS
+    prod = np.repeat(np.asarray(vals, np.float32), lens) * B.data[pos]
+    # one sort by (column, product index): each column's products stay in product order, and np.add.at sums
+    # them one after the other, as the kernel does
+    key = (B.indices[pos].astype(np.int64) << 32) | np.arange(len(pos), dtype=np.int64)
+    key.sort()
+    col, at = key >> 32, key & 0xFFFFFFFF
+    new = np.empty(len(key), bool)
+    new[0] = True
+    np.not_equal(col[1:], col[:-1], out=new[1:])
+    sums = np.zeros(int(np.count_nonzero(new)), np.float32)
+    np.add.at(sums, np.cumsum(new) - 1, prod[at])
+    nz = sums != 0
+    return col[new][nz], sums[nz], at[new][nz]
+
+
+def union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distinct items of ``a`` and ``b``, ascending."""
+    x = np.sort(np.concatenate([a, b]))
+    keep = np.ones(len(x), bool)
+    np.not_equal(x[1:], x[:-1], out=keep[1:])
+    return x[keep]
+
+
+def lookup(keys: np.ndarray, values: np.ndarray, at: np.ndarray, default: float) -> np.ndarray:
+    """``values[i]`` where ``keys[i] == at`` (``keys`` ascending), ``default`` where ``at`` is not a key."""
+    out = np.full(len(at), default, values.dtype)
+    if len(keys):
+        i = np.minimum(np.searchsorted(keys, at), len(keys) - 1)
+        hit = keys[i] == at
+        out[hit] = values[i[hit]]
+    return out
+
+
+def nth_best(items: np.ndarray, scores: np.ndarray, exclude: np.ndarray, n: int) -> float:
+    """The ``n``-th best positive score of ``items`` outside ``exclude``; 0 when fewer than ``n``. A floor for the
+    scores of a query's top ``n`` when ``items`` are some of its candidates, with their exact scores."""
+    ok = scores[(scores > 0) & ~member(items, exclude)]
+    return float(np.partition(ok, len(ok) - n)[len(ok) - n]) if len(ok) >= n else 0.0
+
+
 def excluded(query: Query) -> np.ndarray:
     """Items a route must not return: ``query.exclude`` plus the seeds (history or seed item)."""
     seeds = query.seeds()
@@ -91,9 +172,17 @@ class SeedExpansionRoute:
         """Queries × items scores (CSR) for a queries × items seed-weight matrix."""
         raise NotImplementedError
 
+    def _expand_row(self, cols: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One query's row of :meth:`_expand`, from its :func:`seed_row`: ``(items, scores)`` in any order, the
+        same numbers as the batched product (see :func:`row_product`)."""
+        raise NotImplementedError
+
     def recall(self, query: Query, n: int) -> tuple[np.ndarray, np.ndarray]:
-        ids, scores = self._recall_batch([query], n)[0]
-        return ids, scores
+        row = seed_row(query, self.recency) if n > 0 else None
+        if row is None:
+            return self._recall_batch([query], n)[0]
+        ids, scores = self._expand_row(*row)
+        return top_n(scores, n, excluded(query), candidates=ids)
 
     def recall_many(self, queries: Sequence[Query], n: int) -> tuple[np.ndarray, np.ndarray]:
         """Batched :meth:`recall`: ``(Q, n)`` arrays; short rows are padded with id -1 and score 0."""
@@ -114,6 +203,145 @@ class SeedExpansionRoute:
             lo, hi = S.indptr[q], S.indptr[q + 1]
             out.append(top_n(S.data[lo:hi], n, excluded(query), candidates=S.indices[lo:hi].astype(np.int64)))
         return out
+
+
+def ordered_sums(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: np.ndarray, nodes: np.ndarray,
+                 weights: np.ndarray) -> np.ndarray:
+    """For each of ``rows`` of the CSR arrays ``(data, indices, indptr)``: ``sum weights[c] * row[c]`` over the
+    row's entries whose column is one of ``nodes``, float32, summed in the order of ``nodes``: the row's entry
+    of the sparse product ``(nodes, weights) @ (rows)^T`` to the bit (see :func:`row_product`)."""
+    sums = np.zeros(len(rows), np.float32)
+    if not len(nodes):
+        return sums
+    pos, n = row_positions(indptr, rows)
+    col = indices[pos]
+    by_node = np.argsort(nodes)
+    rank = by_node[np.minimum(np.searchsorted(nodes, col, sorter=by_node), len(nodes) - 1)]
+    hit = nodes[rank] == col
+    owner = np.repeat(np.arange(len(rows), dtype=np.int64), n)[hit]
+    rank = rank[hit]
+    values = weights[rank] * data[pos][hit]
+    # np.add.at adds in array order: visiting entries by rank sums each row in the nodes' order
+    if (owner[1:] == owner[:-1]).any():
+        order = np.argsort(rank.astype(np.uint16) if len(nodes) < 2**16 else rank, kind="stable")
+        owner, values = owner[order], values[order]
+    np.add.at(sums, owner, values)
+    return sums
+
+
+class ItemGroups:
+    """Items grouped by their row of an items × nodes matrix ``M`` (the nodes through which a route reaches an
+    item, with weights), for pruned single-query recall.
+
+    Whatever the query, the items of one group get the same node term ``sum_c w[c] * M[g, c]``: the same
+    float32 products summed in the same order (:meth:`terms` computes it per group, as the sparse product does
+    per item). A route whose score is the term times an increasing function of an item's ``priority`` (its
+    buyers, a popularity prior) therefore only needs each group's first items by priority: :meth:`above` gives
+    those that may reach a score floor. On a category tree with one leaf per item, a group is a leaf (split
+    where a capped node keeps only some of its items).
+    """
+
+    def __init__(self, M: sp.csr_matrix, priority: np.ndarray, keep: np.ndarray | None = None) -> None:
+        M = sp.csr_matrix(M)
+        M.sort_indices()
+        lens = np.diff(M.indptr)
+        items = np.flatnonzero((lens > 0) if keep is None else (lens > 0) & keep)
+        width = int(lens.max(initial=0))
+        # one row per item: its length, nodes and weight bits, padded; equal rows make a group
+        pos, n = row_positions(M.indptr, items)
+        row = np.repeat(np.arange(len(items)), n)
+        k = pos - np.repeat(M.indptr[items].astype(np.int64), n)
+        sig = np.full((len(items), 1 + 2 * width), -1, np.int64)
+        sig[:, 0] = n
+        sig[row, 1 + k] = M.indices[pos]
+        sig[row, 1 + width + k] = M.data[pos].astype(np.float32).view(np.int32)
+        uniq, group = _unique_rows(sig)
+        self.n_groups = len(uniq)
+        self.item_group = np.full(M.shape[0], -1, np.int64)
+        self.item_group[items] = group
+        size = uniq[:, 0]
+        used = np.arange(width) < size[:, None]
+        self.ptr = np.r_[0, np.cumsum(size)].astype(np.int64)
+        self.nodes = uniq[:, 1:1 + width][used]
+        self.weights = uniq[:, 1 + width:][used].astype(np.int32).view(np.float32)
+        by_node = sp.csr_matrix((np.ones(len(self.nodes), np.int8), (self.nodes, np.repeat(np.arange(len(uniq)), size))),
+                                shape=(M.shape[1], len(uniq)))
+        self.node_ptr, self.node_groups = by_node.indptr.astype(np.int64), by_node.indices.astype(np.int64)
+        # each group's items by priority, highest first (ties: lower index), and a key to search them by it
+        priority = np.asarray(priority)
+        order = np.lexsort((items, -priority[items], group))
+        self.items = items[order]
+        self.item_ptr = np.searchsorted(group[order], np.arange(len(uniq) + 1))
+        self._bits = _float_bits(priority[self.items])
+        self._key = (group[order] << 32) | (0x7FFFFFFF - self._bits)
+
+    def sizes(self, groups: np.ndarray) -> np.ndarray:
+        return self.item_ptr[groups + 1] - self.item_ptr[groups]
+
+    def terms(self, nodes: np.ndarray, weights: np.ndarray, reach: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """The groups that hold one of the nodes ``reach`` (default: ``nodes``), ascending, and their term for
+        node weights ``(nodes, weights)`` (in the order a sparse product sums them), float32; groups whose term
+        is 0 are left out, as a sparse product drops zero sums."""
+        reach = nodes if reach is None else reach
+        if not len(reach):
+            return EMPTY_IDS, np.zeros(0, np.float32)
+        pos, _ = row_positions(self.node_ptr, reach)
+        groups = union(self.node_groups[pos], EMPTY_IDS)
+        sums = ordered_sums(self.ptr, self.nodes, self.weights, groups, nodes, weights)
+        keep = sums != 0
+        return groups[keep], sums[keep]
+
+    def head(self, groups: np.ndarray) -> np.ndarray:
+        """The first item (highest priority) of each of ``groups``."""
+        return self.items[self.item_ptr[groups]]
+
+    def above(self, groups: np.ndarray, least: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The items of ``groups`` whose priority is at least ``least`` (one bound per group, a few just below it
+        too; ``None``: every item), and the index in ``groups`` of each one's group."""
+        start, stop = self.item_ptr[groups], self.item_ptr[groups + 1]
+        if least is not None and len(groups):
+            bits = _float_bits(np.maximum(np.asarray(least, np.float64) * (1 - 1e-6), 0.0))
+            cut = np.flatnonzero(self._bits[stop - 1] < bits)  # groups not wholly above: search where to stop
+            stop[cut] = np.searchsorted(self._key, (groups[cut] << 32) | (0x7FFFFFFF - bits[cut]), side="right")
+        pos, n = ranges(start, stop)
+        return self.items[pos], np.repeat(np.arange(len(groups)), n)
+
+
+def best_groups(head_scores: Sequence[np.ndarray], sizes: Sequence[np.ndarray], need: int) -> list[np.ndarray]:
+    """Groups (one array of them per source) whose first items score best, as many as it takes to hold ``need``
+    items: read whole, they give a score floor close to the ``need``-th best score (see :func:`nth_best`)."""
+    scores, size = np.concatenate(head_scores), np.concatenate(sizes)
+    order = np.argsort(-scores, kind="stable")
+    chosen = np.zeros(len(scores), bool)
+    chosen[order[:int(np.searchsorted(np.cumsum(size[order]), need)) + 1]] = True
+    return [np.flatnonzero(c) for c in np.split(chosen, np.cumsum([len(h) for h in head_scores])[:-1])]
+
+
+def _unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(x, axis=0, return_inverse=True)`` for an int64 matrix (the distinct rows in some order, and
+    the index of each row's), by a 64-bit hash of each row: much faster on a million rows; a hash collision
+    (checked) falls back to ``np.unique``."""
+    if not len(x):
+        return x, np.zeros(0, np.int64)
+    mult = np.random.default_rng(0).integers(1, 2**63, size=x.shape[1], dtype=np.int64) | 1
+    with np.errstate(over="ignore"):
+        h = (x * mult).sum(axis=1)
+    order = np.argsort(h, kind="stable")
+    hs, xs = h[order], x[order]
+    new = np.r_[True, hs[1:] != hs[:-1]]
+    if not (new[1:] | (xs[1:] == xs[:-1]).all(axis=1)).all():  # two different rows with one hash
+        uniq, inverse = np.unique(x, axis=0, return_inverse=True)
+        return uniq, inverse.ravel().astype(np.int64)
+    inverse = np.empty(len(x), np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return xs[new], inverse
+
+
+def _float_bits(x: np.ndarray) -> np.ndarray:
+    """The bits of float32 ``x`` (>= 0) as int64: they sort as the values do."""
+    return np.minimum(np.asarray(x, np.float64), np.finfo(np.float32).max).astype(np.float32).view(np.int32) \
+        .astype(np.int64)
 
 
 def topk_csr(v: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n_cols: int, k: int) -> sp.csr_matrix:

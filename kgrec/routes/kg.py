@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,9 +39,10 @@ import scipy.sparse as sp
 from graph_schema import BRAND, CATEGORY, HAS_BRAND, ITEM
 from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
-    Names, SeedExpansionRoute, cap_columns, category_depth, check_interactions, item_buyers, leaf_ancestors,
+    ItemGroups, Names, SeedExpansionRoute, best_groups, cap_columns, category_depth, check_interactions, excluded,
+    item_buyers, leaf_ancestors, nth_best, row_positions, row_product, seed_row,
 )
-from kgrec.routes.base import Evidence, Query, RouteUnavailable, seed_weights
+from kgrec.routes.base import Evidence, Query, RouteUnavailable, member, seed_weights, top_n
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class KGRoute(SeedExpansionRoute):
     """
 
     name = "kg"
+    direct_entries = 20_000  # single-query recall: below this many products, the whole product beats pruning
 
     def __init__(self, kg: KnowledgeGraph, R: sp.spmatrix, via: Sequence[str] = VIAS,
                  weights: Mapping[str, float] | None = None, levels: int = 1, decay: float = 0.5,
@@ -122,6 +125,7 @@ class KGRoute(SeedExpansionRoute):
         down, n_cut = cap_columns(sp.hstack(downs, format="csr"), max_fanout, buyers)
         self.down = down.tocsr()
         self.down_t = self.down.T.tocsr()
+        self._brand_nodes = kg.num_nodes(BRAND) if "brand" in self.via else 0  # the first node columns
         log.info("KG route: %d items, %d path nodes (%s), %d nodes capped at %d items",
                  n, self.up.shape[1], ", ".join(self.via), n_cut, max_fanout)
 
@@ -130,6 +134,57 @@ class KGRoute(SeedExpansionRoute):
         S.data *= self.prior[S.indices]
         return S
 
+    def recall(self, query: Query, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The batched path's result, from only the items that can reach the top ``n``. Items are grouped
+        (:class:`ItemGroups`) by brand and categories, and the items of none of the query's brands by
+        categories alone; within a group the score is the group's term times the prior, so the groups with the
+        best first items set a score floor and each group gives only its items whose prior lifts them over it."""
+        row = seed_row(query, self.recency) if n > 0 else None
+        if row is None:
+            return self._recall_batch([query], n)[0]
+        nodes, weights, first = row_product(*row, self.up)
+        order = np.argsort(-first)  # the node weights in the order scipy's product leaves them (see row_product)
+        nodes, weights = nodes[order], weights[order]
+        exclude = excluded(query)
+        if (self.down_t.indptr[nodes + 1] - self.down_t.indptr[nodes]).sum() <= self.direct_entries:
+            ids, scores, _ = row_product(nodes, weights, self.down_t)  # a small expansion: the whole product
+            return top_n(scores * self.prior[ids], n, exclude, candidates=ids)
+        brand = nodes < self._brand_nodes
+        by_all, by_category = self._groups
+        sources = [(by_all, *by_all.terms(nodes, weights, reach=nodes[brand])),  # items of the query's brands
+                   (by_category, *by_category.terms(nodes[~brand], weights[~brand]))]  # the others: no brand term
+        brand_groups = sources[0][1]
+
+        def read(at: Sequence[np.ndarray], least: Sequence[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+            """Items of the sources' ``groups[at]`` (above ``least``), with their scores."""
+            items, scores = [], []
+            for (g, groups, terms), a, bound in zip(sources, at, least):
+                found, k = g.above(groups[a], bound)
+                if g is by_category:  # items of the query's brands come with their brand term from by_all
+                    other = ~member(by_all.item_group[found], brand_groups)
+                    found, k = found[other], k[other]
+                items.append(found)
+                scores.append(terms[a][k] * self.prior[found])  # float32, as the batched path's S.data *= prior
+            return np.concatenate(items), np.concatenate(scores)
+
+        heads = [terms * self.prior[g.head(groups)] for g, groups, terms in sources]  # each group's best score
+        need = 2 * (n + len(exclude))
+        floor = nth_best(*read(best_groups(heads, [g.sizes(gr) for g, gr, _ in sources], need), (None, None)),
+                         exclude, n)
+        live = [np.flatnonzero(h >= floor) for h in heads]
+        items, scores = read(live, [floor / t[a].astype(np.float64) for (_, _, t), a in zip(sources, live)])
+        return top_n(scores, n, exclude, candidates=items)
+
+    @cached_property  # built by the first single-query recall (threads racing to it build equal copies)
+    def _groups(self) -> tuple[ItemGroups, ItemGroups]:
+        """Items by all their nodes, and by their category nodes only (brands left out); on a tree with one
+        leaf per item: one group per (brand, leaf), and per leaf (groups split where a capped node keeps only
+        some of its items)."""
+        D = self.down.tocoo()
+        keep = D.col >= self._brand_nodes
+        categories = sp.csr_matrix((D.data[keep], (D.row[keep], D.col[keep])), shape=D.shape)
+        return ItemGroups(self.down, self.prior), ItemGroups(categories, self.prior)
+
     def _node(self, col: int) -> tuple[str, str, int]:
         for v, label, start in reversed(self._blocks):
             if col >= start:
@@ -137,23 +192,42 @@ class KGRoute(SeedExpansionRoute):
         raise IndexError(col)
 
     def explain(self, query: Query, item: int) -> list[Evidence]:
+        return self.explain_many(query, np.array([item], np.int64))[0]
+
+    def explain_many(self, query: Query, items: np.ndarray) -> list[list[Evidence]]:
+        """:meth:`explain` for several items at once. Per item, one piece of evidence per path node it shares with
+        the seeds, best first (ties: lower node), naming the seed that weighs most on that node (ties: the
+        earlier seed)."""
+        items = np.asarray(items, np.int64)
         seeds, w = seed_weights(query, self.recency)
-        if not len(seeds):
-            return []
-        contrib = (sp.diags(w) @ self.up[seeds]).multiply(self.down[item]).tocoo()
-        best: dict[int, tuple[float, int]] = {}  # node column -> (contribution, seed)
-        for r, c, v in zip(contrib.row, contrib.col, contrib.data):
-            if v > 0 and v > best.get(c, (0.0, -1))[0]:
-                best[c] = (float(v), int(seeds[r]))
-        out = []
+        out: list[list[Evidence]] = [[] for _ in items]
+        if not len(seeds) or not len(items):
+            return out
+        # seed s reaches node c with weight A[s, c]; item j is in node c with weight D[j, c]; the evidence
+        # value is A[s, c] * D[j, c] (float32, as the sparse product gives it)
+        A = (sp.diags(w) @ self.up[seeds]).tocsc()
+        A.sum_duplicates()
+        D = self.down[items].tocoo()
+        pos, lens = row_positions(A.indptr, D.col)
+        entry = np.repeat(np.arange(D.nnz), lens)
+        value = A.data[pos] * D.data[entry]
+        keep = value > 0
+        entry, seed, value = entry[keep], A.indices[pos][keep], value[keep]
+        first = np.lexsort((seed, -value, entry))  # per (item, node): the largest value, then the earlier seed
+        first = first[np.r_[True, entry[first][1:] != entry[first][:-1]]]
+        entry, seed, value = entry[first], seed[first], value[first]
+        row, col = D.row[entry], D.col[entry]
         bought = " you bought" if query.item < 0 else ""
-        for col, (v, seed) in sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0])):
-            via, label, node = self._node(col)
-            name, title = self.names.node(label, node), self.names.item(seed)
+        for k in np.lexsort((col, -value, row)).tolist():
+            via, label, node = self._node(int(col[k]))
+            seed_item = int(seeds[seed[k]])
+            name, title = self.names.node(label, node), self.names.item(seed_item)
+            v = float(value[k])
             if via == "brand":
-                out.append(Evidence(self.name, "brand", f'shares brand {name} with "{title}"{bought}',
-                                    via_item=seed, via=name, value=v))
+                ev = Evidence(self.name, "brand", f'shares brand {name} with "{title}"{bought}', via_item=seed_item,
+                              via=name, value=v)
             else:
-                out.append(Evidence(self.name, "category", f'in the same category {name} as "{title}"{bought}',
-                                    via_item=seed, via=name, value=v))
+                ev = Evidence(self.name, "category", f'in the same category {name} as "{title}"{bought}',
+                              via_item=seed_item, via=name, value=v)
+            out[int(row[k])].append(ev)
         return out

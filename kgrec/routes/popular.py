@@ -14,6 +14,7 @@ bought score 0 and are never returned.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,10 +22,10 @@ import scipy.sparse as sp
 from graph_schema import CATEGORY, ITEM
 from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
-    Names, SeedExpansionRoute, cap_columns, category_depth, check_interactions, excluded, item_buyers,
-    leaf_ancestors, seed_matrix,
+    ItemGroups, Names, SeedExpansionRoute, best_groups, cap_columns, category_depth, check_interactions, excluded,
+    item_buyers, leaf_ancestors, lookup, nth_best, row_product, seed_matrix, seed_row,
 )
-from kgrec.routes.base import EMPTY_IDS, EMPTY_SCORES, Evidence, Query, top_n
+from kgrec.routes.base import EMPTY_IDS, EMPTY_SCORES, Evidence, Query, member, top_n
 
 
 class PopularRoute(SeedExpansionRoute):
@@ -35,6 +36,7 @@ class PopularRoute(SeedExpansionRoute):
     """
 
     name = "popular"
+    direct_entries = 10_000  # single-query recall: below this many products, the whole product beats pruning
 
     def __init__(self, kg: KnowledgeGraph, R: sp.spmatrix, per_category: bool = True, levels: int = 2,
                  decay: float = 0.1, global_weight: float = 0.03, recency: float = 1.0,
@@ -65,28 +67,116 @@ class PopularRoute(SeedExpansionRoute):
         total = np.asarray(W.sum(axis=1)).ravel()
         return (sp.diags(np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)) @ W @ self._under).tocsr()
 
+    def _share_row(self, query: Query) -> tuple[np.ndarray, np.ndarray] | None:
+        """One query's row of :meth:`_share` as ``(categories, shares)`` in the order scipy's product leaves
+        them (which sets the order of the sums after it), computed with the same float32 operations; ``None``
+        when a seed repeats."""
+        row = seed_row(query, self.recency)
+        if row is None:
+            return None
+        cols, vals = row
+        if not self.per_category or not len(cols):
+            return EMPTY_IDS, np.zeros(0, np.float32)
+        total = np.add.reduceat(vals, np.zeros(1, np.intp))  # what csr .sum(axis=1) does for one row
+        inv = np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)
+        weights = inv * vals  # diags(inv) @ W: float32 products, zeros dropped, columns last-first-seen first
+        nz = np.flatnonzero(weights)[::-1]
+        cats, shares, first = row_product(cols[nz], weights[nz], self._under)
+        order = np.argsort(-first)
+        return cats[order], shares[order]
+
+    def recall(self, query: Query, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The batched path's result, from only the items that can reach the top ``n``. Items with the same
+        category weights form a group (:class:`ItemGroups`) and score ``buyers * (term + global_weight)``, so a
+        group's most bought items come first: the global best-sellers and the groups with the best first items
+        set a score floor, and each group gives only its items with enough buyers to pass it."""
+        share = self._share_row(query) if n > 0 else None
+        if share is None:
+            return self._recall_batch([query], n)[0]
+        exclude = excluded(query)
+        cats, shares = share
+        if (self._near_t.indptr[cats + 1] - self._near_t.indptr[cats]).sum() <= self.direct_entries:
+            ids, terms, _ = row_product(cats, shares, self._near_t)  # a small expansion: the whole product
+            return self._rank(ids, terms, exclude, n)
+        g = self._groups
+        groups, terms = g.terms(cats, shares)
+        factor = terms.astype(np.float64) + self.global_weight  # the batched path's buyers * (term + weight)
+        best = self._global[:n + len(exclude)]
+        best_scores = self.buyers[best] * (lookup(groups, terms.astype(np.float64), g.item_group[best], 0.0)
+                                           + self.global_weight)
+
+        def read(at: np.ndarray, least: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+            """Items of ``groups[at]`` (above ``least``) not among the best-sellers, with their scores."""
+            items, k = g.above(groups[at], least)
+            new = ~member(items, best)
+            return items[new], self.buyers[items[new]] * factor[at[k[new]]]
+
+        heads = self.buyers[g.head(groups)] * factor  # a group's best score
+        items, scores = read(best_groups([heads], [g.sizes(groups)], 2 * (n + len(exclude)))[0], None)
+        floor = nth_best(np.concatenate([best, items]), np.concatenate([best_scores, scores]), exclude, n)
+        live = np.flatnonzero(heads >= floor)
+        items, scores = read(live, floor / factor[live])
+        return top_n(np.concatenate([best_scores, scores]), n, exclude, candidates=np.concatenate([best, items]))
+
+    @cached_property  # built by the first single-query recall (threads racing to it build equal copies)
+    def _groups(self) -> ItemGroups:
+        """Bought items by their category weights (capped): one group per leaf category on a tree."""
+        return ItemGroups(self._near_t.T.tocsr(), self.buyers, self.buyers > 0)
+
     def _recall_batch(self, queries: Sequence[Query], n: int) -> list[tuple[np.ndarray, np.ndarray]]:
         if n <= 0:
             return [(EMPTY_IDS, EMPTY_SCORES) for _ in queries]
         near = (self._share(seed_matrix(queries, self.n_items, self.recency)) @ self._near_t).tocsr()
         out = []
         for q, query in enumerate(queries):
-            exclude = excluded(query)
             lo, hi = near.indptr[q], near.indptr[q + 1]
-            cand, at = np.unique(np.r_[near.indices[lo:hi], self._global[:n + len(exclude)]], return_inverse=True)
-            term = np.bincount(at[:hi - lo], weights=near.data[lo:hi], minlength=len(cand))
-            out.append(top_n(self.buyers[cand] * (term + self.global_weight), n, exclude, candidates=cand))
+            order = np.argsort(near.indices[lo:hi])
+            out.append(self._rank(near.indices[lo:hi][order].astype(np.int64), near.data[lo:hi][order],
+                                  excluded(query), n))
         return out
 
+    def _rank(self, ids: np.ndarray, terms: np.ndarray, exclude: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``n`` of the items near the query (``ids`` ascending, their category ``terms``) and the global
+        best-sellers (term 0 unless near)."""
+        best = self._global[:n + len(exclude)]
+        at = np.minimum(np.searchsorted(ids, best), max(len(ids) - 1, 0))
+        best = best[ids[at] != best] if len(ids) else best
+        cand = np.concatenate([ids, best])
+        term = np.concatenate([np.asarray(terms, np.float64), np.zeros(len(best))])
+        return top_n(self.buyers[cand] * (term + self.global_weight), n, exclude, candidates=cand)
+
     def explain(self, query: Query, item: int) -> list[Evidence]:
-        buyers = int(self.buyers[item])
-        if buyers == 0:
-            return []
-        unit = "buyer" if buyers == 1 else "buyers"
-        terms = self._share(seed_matrix([query], self.n_items, self.recency)).multiply(self._near[item]).tocoo()
-        if terms.nnz and terms.data.max() > 0:
-            c = int(terms.col[np.lexsort((terms.col, -terms.data))[0]])
-            path = self.names.node(CATEGORY, c)
-            return [Evidence(self.name, "popular", f"popular in {path} ({buyers} {unit})", via=path,
-                             value=float(buyers))]
-        return [Evidence(self.name, "popular", f"popular overall ({buyers} {unit})", value=float(buyers))]
+        return self.explain_many(query, np.array([item], np.int64))[0]
+
+    def explain_many(self, query: Query, items: np.ndarray) -> list[list[Evidence]]:
+        """:meth:`explain` for several items at once: the category of the query that weighs most on each item
+        (ties: lower category), else "popular overall"; nothing for items never bought."""
+        items = np.asarray(items, np.int64)
+        share = self._share(seed_matrix([query], self.n_items, self.recency))
+        order = np.argsort(share.indices)
+        cats, shares = share.indices[order], share.data[order]
+        near = self._near[items].tocoo()
+        at = np.minimum(np.searchsorted(cats, near.col), max(len(cats) - 1, 0))
+        value = np.zeros(near.nnz, np.float32)
+        if len(cats):
+            hit = cats[at] == near.col
+            value[hit] = shares[at[hit]] * near.data[hit]
+        keep = np.flatnonzero(value > 0)
+        best = keep[np.lexsort((near.col[keep], -value[keep], near.row[keep]))]
+        best = best[np.r_[True, near.row[best][1:] != near.row[best][:-1]]] if len(best) else best
+        category = np.full(len(items), -1, np.int64)
+        category[near.row[best]] = near.col[best]
+        out: list[list[Evidence]] = []
+        for buyers, c in zip(self.buyers[items].tolist(), category.tolist()):
+            unit = "buyer" if buyers == 1 else "buyers"
+            if buyers == 0:
+                out.append([])
+            elif c >= 0:
+                path = self.names.node(CATEGORY, c)
+                out.append([Evidence(self.name, "popular", f"popular in {path} ({buyers} {unit})", via=path,
+                                     value=float(buyers))])
+            else:
+                out.append([Evidence(self.name, "popular", f"popular overall ({buyers} {unit})",
+                                     value=float(buyers))])
+        return out
+
