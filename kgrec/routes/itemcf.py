@@ -41,7 +41,9 @@ from tqdm.auto import tqdm
 
 from graph_schema import ITEM
 from kgrec.graph import KnowledgeGraph
-from kgrec.routes._common import Names, SeedExpansionRoute, check_interactions, topk_csr
+from kgrec.routes._common import (
+    Names, SeedExpansionRoute, check_interactions, ranges, row_positions, row_product, topk_csr,
+)
 from kgrec.routes.base import Evidence, Query, RouteUnavailable, seed_weights
 
 try:  # scipy's sparse product kernel, called directly by _product; the public `@` otherwise
@@ -258,11 +260,17 @@ class ItemCFRoute(SeedExpansionRoute):
 
     @cached_property
     def _item_users(self) -> sp.csr_matrix:
-        """Binary items × users, for co-occurrence counts in evidence (built on first use)."""
-        return _ones(self._R.T.tocsr())
+        """Binary items × users, for co-occurrence counts in evidence (built on first use; users sorted)."""
+        m = _ones(self._R.T.tocsr())
+        m.sort_indices()
+        return m
 
     def _expand(self, W: sp.csr_matrix) -> sp.csr_matrix:
         return (W @ self.sim).tocsr()
+
+    def _expand_row(self, cols: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids, scores, _ = row_product(cols, vals, self.sim)
+        return ids, scores
 
     def neighbors(self, item: int, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` most similar items to ``item``, best first (``(ids, scores)``)."""
@@ -273,20 +281,52 @@ class ItemCFRoute(SeedExpansionRoute):
 
     def co_count(self, a: int, b: int) -> int:
         """Users who interacted with both ``a`` and ``b`` in the training matrix."""
+        return int(self.co_counts(np.array([a]), np.array([b]))[0])
+
+    def co_counts(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """:meth:`co_count` of each pair ``(a[k], b[k])``: for each distinct ``a``, its users are marked in a
+        flag per user and the users of its partners looked up there."""
         m = self._item_users
-        return len(np.intersect1d(m.indices[m.indptr[a]:m.indptr[a + 1]], m.indices[m.indptr[b]:m.indptr[b + 1]],
-                                  assume_unique=True))
+        a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+        out = np.zeros(len(a), np.int64)
+        mark = np.zeros(m.shape[1], bool)
+        for v in np.unique(a).tolist():
+            users = m.indices[m.indptr[v]:m.indptr[v + 1]]
+            mark[users] = True
+            k = np.flatnonzero(a == v)
+            pos, n = row_positions(m.indptr, b[k])
+            out[k] = np.bincount(np.repeat(np.arange(len(k)), n)[mark[m.indices[pos]]], minlength=len(k))
+            mark[users] = False
+        return out
 
     def explain(self, query: Query, item: int) -> list[Evidence]:
+        return self.explain_many(query, np.array([item], np.int64))[0]
+
+    def explain_many(self, query: Query, items: np.ndarray) -> list[list[Evidence]]:
+        """:meth:`explain` for several items at once: the history item that contributes most to each (first in
+        history order on ties) and how many users have both."""
+        items = np.asarray(items, np.int64)
         seeds, w = seed_weights(query, self.recency)
-        if not len(seeds):
-            return []
-        contrib = w * np.asarray(self.sim[seeds][:, [item]].todense(), dtype=np.float32).ravel()
-        best = int(np.argmax(contrib))
-        if contrib[best] <= 0:
-            return []
-        via = int(seeds[best])
-        co = self.co_count(via, item)
-        users = "user" if co == 1 else "users"
-        return [Evidence(self.name, "co-occurrence", f'bought together with "{self.names.item(via)}" by {co} {users}',
-                         via_item=via, value=float(co))]
+        if not len(seeds) or not len(items):
+            return [[] for _ in items]
+        # similarities seeds × items (as self.sim[seeds][:, items], without scipy's O(n_items) column indexing)
+        pos, n = row_positions(self.sim.indptr, seeds)
+        by_item = np.argsort(items, kind="stable")
+        col = self.sim.indices[pos]
+        first = np.searchsorted(items, col, sorter=by_item)
+        last = np.searchsorted(items, col, side="right", sorter=by_item)
+        row = np.repeat(np.repeat(np.arange(len(seeds)), n), last - first)
+        at, _ = ranges(first, last)  # every place of the column in items (repeats included)
+        sims = np.zeros((len(seeds), len(items)), np.float32)
+        sims[row, by_item[at]] = np.repeat(self.sim.data[pos], last - first)
+        contrib = w[:, None] * sims
+        best = np.argmax(contrib, axis=0)
+        found = np.flatnonzero(contrib[best, np.arange(len(items))] > 0)
+        via = seeds[best[found]]
+        co = self.co_counts(via, items[found])
+        out: list[list[Evidence]] = [[] for _ in items]
+        for j, v, c in zip(found.tolist(), via.tolist(), co.tolist()):
+            users = "user" if c == 1 else "users"
+            out[j] = [Evidence(self.name, "co-occurrence",
+                               f'bought together with "{self.names.item(v)}" by {c} {users}', via_item=v, value=float(c))]
+        return out
