@@ -24,10 +24,12 @@ def commands(quick: bool) -> list[list[str]]:
             [py, str(HERE / "bench_load.py"), "--items", "10000", "--interactions", "100000",
              "--out", str(RESULTS / "load-quick.json")],
             [py, str(HERE / "bench_recall.py"), "--quick"],
+            [py, str(HERE / "bench_itemcf.py"), "--quick"],
         ]
     return [
         [py, str(HERE / "bench_load.py"), "--out", str(RESULTS / "load.json")],
         [py, str(HERE / "bench_recall.py")],
+        [py, str(HERE / "bench_itemcf.py")],
     ]
 
 
