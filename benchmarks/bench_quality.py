@@ -34,6 +34,7 @@ as its fusion improves.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -73,6 +74,9 @@ LIGHTFM_EVERY, LIGHTFM_MAX_EPOCHS, LIGHTFM_PATIENCE = 5, 150, 2
 LIGHTFM_START = {"no_components": 64, "identity": True, "learning_rate": 0.05, "alpha": 0.0}
 LIGHTFM_GRID = {"no_components": (32, 64, 128, 256), "identity": (True, False), "learning_rate": (0.02, 0.05, 0.1),
                 "alpha": (0.0, 1e-6, 1e-5)}
+
+INSTALL = {"implicit": "pip install -e '.[bench]'",
+           "lightfm": "pip install 'setuptools<70' wheel cython, then pip install --no-build-isolation lightfm"}
 
 log = logging.getLogger("bench_quality")
 
@@ -319,6 +323,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     systems, protocols = args.only or list(SYSTEMS), args.protocol or list(PROTOCOLS)
+    for system, hint in INSTALL.items():
+        if system in systems and importlib.util.find_spec(system) is None:
+            log.error("skipping %s: not installed (%s)", system, hint)
+            systems.remove(system)
     if "kgrec" in systems and not args.cache_dir:
         log.warning("no --cache-dir: kgrec encodes every item text with MiniLM (slow on these machines)")
 
