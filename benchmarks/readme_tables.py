@@ -126,12 +126,6 @@ def main() -> None:
         print("### Performance rows: text encoding\n")
         print(encode_rows(json.loads((RESULTS / "encode.json").read_text(encoding="utf-8"))))
         print()
-    if (RESULTS / "build.json").exists():
-        from bench_build import table as build_table  # this folder is on sys.path when run as a script
-
-        print("### Build by stage and scaling (bench_build.py)\n")
-        print(build_table(json.loads((RESULTS / "build.json").read_text(encoding="utf-8"))))
-        print()
 
 
 if __name__ == "__main__":
