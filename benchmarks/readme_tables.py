@@ -106,6 +106,61 @@ def encode_rows(report: dict) -> str:
     return "\n".join(rows)
 
 
+def recall_rows(report: dict, out: str = "benchmarks/results/recall.json") -> str:
+    """``benchmarks/results/recall.json`` (bench_recall.py) as rows of the README's Performance table: per-user
+    fused recall latency and batch throughput against issue 6's targets, and HNSW search on the ann vectors."""
+    t = report["targets"]
+    cmd = f"`{report['command'].replace('python3', 'python')}` → `{out}`"
+    rows = []
+    for name in ("synthetic", "scientific"):
+        sec = report.get(name)
+        if not sec:
+            continue
+        if name == "synthetic":
+            d = sec["dataset"]
+            what = (f"synthetic {d['n_items']:,} items / {d['n_users']:,} users / {d['n_interactions']:,} "
+                    f"interactions, routes {' + '.join(sec['routes'])}")
+        else:
+            c = sec["dataset"]["counts"]
+            what = f"amazon-scientific ({c['Item']:,} items), routes {' + '.join(sec['routes'])}"
+        lat, th = sec["latency"], sec["throughput"]
+        off, on = lat["ms"]["recall_explain_false"], lat["ms"]["recall_explain_true"]
+        st = lat["stages_ms"]
+        stages = ", ".join(f"{k.removeprefix('route:')} {v['cpu']['p50']:.2f}" for k, v in st.items()
+                           if k.startswith("route:") or k == "fuse")
+        load = f"load average {sec['load_average_1m_at_start']:.1f}–{sec['load_average_1m_at_end']:.1f}"
+        p50, p99 = off["wall"]["p50"], off["wall"]["p99"]
+        verdict = ("targets met" if p50 <= t["fused_recall_p50_ms"] and p99 <= t["fused_recall_p99_ms"] else
+                   f"**target p50 ≤ {t['fused_recall_p50_ms']:g} ms / p99 ≤ {t['fused_recall_p99_ms']:g} ms not met** "
+                   f"(p50 {p50 / t['fused_recall_p50_ms']:.1f}×, p99 {p99 / t['fused_recall_p99_ms']:.1f}× the target)")
+        rows.append(
+            f"| fused recall, k={lat['k']}, one user at a time on 1 thread, {what} | p50 **{p50:.2f} ms**, p99 "
+            f"**{p99:.2f} ms** wall (CPU p50 {off['cpu']['p50']:.2f} / p99 {off['cpu']['p99']:.2f} ms) without "
+            f"evidence; with evidence (`explain=True`, the default) p50 {on['wall']['p50']:.2f} / p99 "
+            f"{on['wall']['p99']:.2f} ms; per stage CPU p50 (ms): {stages}; {lat['users']} users; {verdict}; "
+            f"{load} | {cmd} |")
+        best = th["best_users_per_s"]
+        b2 = best.get("threads_2", 0)
+        verdict = (f"target ≥ {t['batch_users_per_s_2_threads']:,} users/s met" if b2 >= t["batch_users_per_s_2_threads"]
+                   else f"**target ≥ {t['batch_users_per_s_2_threads']:,} users/s on 2 cores not met** "
+                        f"({t['batch_users_per_s_2_threads'] / b2:.1f}× short)")
+        rows.append(
+            f"| batch recall (`recall_ids`, k={th['k']}), {what}, {th['users']:,} users in chunks of 256 | "
+            f"{best['threads_1']:,.0f} users/s on 1 thread, **{b2:,.0f}** on a pool of 2 "
+            f"({th.get('speedup_2_vs_1', 0):.2f}×); {verdict}; {load} | {cmd} |")
+    for kind, sec in report.get("ann", {}).items():
+        s = sec["search_ms"]["VectorIndex.search_exclude_10"]
+        d, k = sec["dataset"], sec["k"]
+        recall = sec[f"recall_at_{k}_vs_exact"]
+        rows.append(
+            f"| HNSW search (`VectorIndex.search`, k={k}, 10 items excluded, 1 thread), {d['n']:,} × "
+            f"{d['dim']} {kind} vectors (M={sec['index']['M']}, ef {sec['index']['ef_effective']}) | p50 "
+            f"{s['wall']['p50']:.2f} / p99 {s['wall']['p99']:.2f} ms wall (CPU p50 {s['cpu']['p50']:.2f}); "
+            f"recall@{k} vs exact {recall:.3f}; built in "
+            f"{sec['build_seconds']:.0f} s on {sec['build_threads']} threads | {cmd} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     cols = ["hr@20", "ndcg@20", "hr@50", "ndcg@50", "coverage@50", "tail_share@50", "gini@50", "brand_gini@50"]
     for name in ("leave-last-out", "item-cold"):
@@ -122,6 +177,11 @@ def main() -> None:
         print("### Performance rows: item-CF vs implicit\n")
         print(itemcf_rows(json.loads((RESULTS / "itemcf.json").read_text(encoding="utf-8"))))
         print()
+    for name in ("recall.json", "recall-quick.json"):
+        if (RESULTS / name).exists():
+            print(f"### Performance rows: recall latency and throughput ({name})\n")
+            print(recall_rows(json.loads((RESULTS / name).read_text(encoding="utf-8")), f"benchmarks/results/{name}"))
+            print()
     if (RESULTS / "encode.json").exists():
         print("### Performance rows: text encoding\n")
         print(encode_rows(json.loads((RESULTS / "encode.json").read_text(encoding="utf-8"))))
