@@ -205,9 +205,7 @@ def build_tuned(kg: KnowledgeGraph | Catalog, config: EngineConfig | None = None
                           "without tuning")
     tuner = build_for(kg, split, config, on="test", text=text)
     fusion, info = tune_fusion(tuner, split, on="test", **tune)
-    engine = KGRec.build(kg, config.replace(fusion=fusion), text=text)
-    engine.tuning = info
-    return engine, info
+    return KGRec.build(kg, config.replace(fusion=fusion), text=text), info
 
 
 @dataclass

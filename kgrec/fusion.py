@@ -129,20 +129,8 @@ def fuse(results: RouteResults, k: int, config: FusionConfig = FusionConfig(),
         known = set(model_routes(config.model))
         if any(len(v[0]) and r not in known for r, v in results.items()):
             mode = "rrf"
-    lists = []  # (route, ids, scores, contributions) of the routes that found something, in results order
-    for route, (ids, scores) in results.items():
-        w = config.weight(route)
-        if len(ids) == 0:
-            continue
-        ids, scores = np.asarray(ids, np.int64), np.asarray(scores)
-        if mode == "learned":
-            contrib = np.zeros(len(ids))  # scored below, from all routes' evidence at once
-        elif mode == "rrf":
-            contrib = w / (config.rrf_k + np.arange(1, len(ids) + 1))
-        else:
-            top = float(scores[0]) if scores[0] > 0 else 1.0
-            contrib = w * (np.asarray(scores, np.float64) / top)
-        lists.append((route, ids, scores, contrib))
+    lists = [(route, np.asarray(ids, np.int64), np.asarray(scores)) for route, (ids, scores) in results.items()
+             if len(ids)]  # the routes that found something, in results order
     if not lists:
         return np.zeros(0, np.int64), np.zeros(0, np.float32), {}
     if mode == "learned":
@@ -150,22 +138,35 @@ def fuse(results: RouteResults, k: int, config: FusionConfig = FusionConfig(),
 
         items, scores = learned_score(results, config.model, popularity, is_cold)
     else:
-        # each item's contributions summed in route order (bincount adds its weights in input order)
-        items, at = np.unique(np.concatenate([x[1] for x in lists]), return_inverse=True)
-        scores = np.bincount(at, weights=np.concatenate([x[3] for x in lists]), minlength=len(items))
+        items, scores = _summed(lists, mode, config)
     order = np.lexsort((items, -scores))  # best first; ties → lower index, deterministic
     ranked = items[order]
     chosen = _apply_quotas(ranked, k, results, config, is_head, is_cold)
-    by_id = np.argsort(items, kind="stable")
-    out_scores = scores[by_id[np.searchsorted(items, chosen, sorter=by_id)]].astype(np.float32)
+    out_scores = scores[np.searchsorted(items, chosen)].astype(np.float32)  # both scorers give items ascending
     # where each route placed the chosen items (only those: building records for every candidate costs more
     # than the fusion itself); a route listing an item twice keeps its last place, as a dict update would
     hits: dict[int, dict[str, RouteHit]] = {i: {} for i in chosen.tolist()}
-    for route, ids, route_scores, _ in lists:
+    for route, ids, route_scores in lists:
         at = np.flatnonzero(member(ids, chosen))
         for rank, i, s in zip(at.tolist(), ids[at].tolist(), route_scores[at].tolist()):
             hits[i][route] = RouteHit(rank, s)
     return chosen, out_scores, hits
+
+
+def _summed(lists: list, mode: str, config: FusionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(items, scores)`` of the ``rrf`` and ``weighted`` modes: each route's contribution per item (its
+    weight over ``rrf_k + rank``, or its weight times the score relative to the route's best), summed in
+    route order (bincount adds its weights in input order)."""
+    contribs = []
+    for route, ids, scores in lists:
+        w = config.weight(route)
+        if mode == "rrf":
+            contribs.append(w / (config.rrf_k + np.arange(1, len(ids) + 1)))
+        else:
+            top = float(scores[0]) if scores[0] > 0 else 1.0
+            contribs.append(w * (np.asarray(scores, np.float64) / top))
+    items, at = np.unique(np.concatenate([ids for _, ids, _ in lists]), return_inverse=True)
+    return items, np.bincount(at, weights=np.concatenate(contribs), minlength=len(items))
 
 
 def _apply_quotas(ranked: np.ndarray, k: int, results: RouteResults, config: FusionConfig,
