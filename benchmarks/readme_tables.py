@@ -169,23 +169,17 @@ def main() -> None:
             print(f"### Scientific, {name}\n")
             print(_eval_table(path, cols))
             print()
-    if (RESULTS / "quality.json").exists():
-        print("### Quality next to peers\n")
-        print(quality_table(json.loads((RESULTS / "quality.json").read_text(encoding="utf-8"))))
-        print()
-    if (RESULTS / "itemcf.json").exists():
-        print("### Performance rows: item-CF vs implicit\n")
-        print(itemcf_rows(json.loads((RESULTS / "itemcf.json").read_text(encoding="utf-8"))))
-        print()
-    for name in ("recall.json", "recall-quick.json"):
+    sections = [("quality.json", "Quality next to peers", quality_table),
+                ("itemcf.json", "Performance rows: item-CF vs implicit", itemcf_rows),
+                *((name, f"Performance rows: recall latency and throughput ({name})",
+                   lambda report, name=name: recall_rows(report, f"benchmarks/results/{name}"))
+                  for name in ("recall.json", "recall-quick.json")),
+                ("encode.json", "Performance rows: text encoding", encode_rows)]
+    for name, title, render in sections:
         if (RESULTS / name).exists():
-            print(f"### Performance rows: recall latency and throughput ({name})\n")
-            print(recall_rows(json.loads((RESULTS / name).read_text(encoding="utf-8")), f"benchmarks/results/{name}"))
+            print(f"### {title}\n")
+            print(render(json.loads((RESULTS / name).read_text(encoding="utf-8"))))
             print()
-    if (RESULTS / "encode.json").exists():
-        print("### Performance rows: text encoding\n")
-        print(encode_rows(json.loads((RESULTS / "encode.json").read_text(encoding="utf-8"))))
-        print()
 
 
 if __name__ == "__main__":
