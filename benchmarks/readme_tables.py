@@ -161,6 +161,12 @@ def recall_rows(report: dict, out: str = "benchmarks/results/recall.json") -> st
     return "\n".join(rows)
 
 
+def _build_table(report: dict) -> str:
+    from bench_build import table  # this folder is on sys.path when run as a script
+
+    return table(report)
+
+
 def main() -> None:
     cols = ["hr@20", "ndcg@20", "hr@50", "ndcg@50", "coverage@50", "tail_share@50", "gini@50", "brand_gini@50"]
     for name in ("leave-last-out", "item-cold"):
@@ -174,7 +180,8 @@ def main() -> None:
                 *((name, f"Performance rows: recall latency and throughput ({name})",
                    lambda report, name=name: recall_rows(report, f"benchmarks/results/{name}"))
                   for name in ("recall.json", "recall-quick.json")),
-                ("encode.json", "Performance rows: text encoding", encode_rows)]
+                ("encode.json", "Performance rows: text encoding", encode_rows),
+                ("build.json", "Build by stage and scaling (bench_build.py)", _build_table)]
     for name, title, render in sections:
         if (RESULTS / name).exists():
             print(f"### {title}\n")

@@ -25,11 +25,13 @@ def commands(quick: bool) -> list[list[str]]:
              "--out", str(RESULTS / "load-quick.json")],
             [py, str(HERE / "bench_recall.py"), "--quick"],
             [py, str(HERE / "bench_itemcf.py"), "--quick"],
+            [py, str(HERE / "bench_build.py"), "--sizes", "1k", "--out", str(RESULTS / "build-quick.json")],
         ]
     return [
         [py, str(HERE / "bench_load.py"), "--out", str(RESULTS / "load.json")],
         [py, str(HERE / "bench_recall.py")],
         [py, str(HERE / "bench_itemcf.py")],
+        [py, str(HERE / "bench_build.py"), "--max-rss", "12", "--timeout", "90"],  # ~1 h 20 min here
     ]
 
 

@@ -53,13 +53,17 @@ def _lookup(fn, *args, **kw):
 
 # --- build ----------------------------------------------------------------------------------------
 def register_build(sub, common) -> None:
-    from kgrec.cli import add_store_option
+    from kgrec.cli import add_format_option, add_store_option
 
     p = sub.add_parser("build", parents=[common], help="build the recall engine from a graph store",
                        description="Export the graph from the store, encode item texts, build every route and "
                                    "save the engine to --out (atomically).")
     add_store_option(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
+    p.add_argument("--out", metavar="DIR", help="model directory to write (required unless --dry-run)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="build nothing: read the catalog's sizes from the store and print the expected time and "
+                        "peak memory of each stage (from measured costs, kgrec/costs.json)")
+    add_format_option(p)
     p.add_argument("--tune", action="store_true",
                    help="choose the fusion (tuned RRF weights or a learned model) on each user's held-out last "
                         "item first; costs a second build")
@@ -68,12 +72,17 @@ def register_build(sub, common) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from kgrec.buildcost import StageMeter
     from kgrec.engine import KGRec
     from kgrec.store import open_store
 
     config = _config(args.config, args.cache_dir)
+    if args.dry_run:
+        return dry_run(args.store, config, args.format)
+    if not args.out:
+        raise ConfigError("kgrec build needs --out DIR (where the model is written); --dry-run only estimates")
     t0 = time.perf_counter()
-    with open_store(args.store, read_only=True) as store:
+    with open_store(args.store, read_only=True) as store, StageMeter() as meter, meter.stage("export"):
         kg = store.export()
     log.info("exported %s in %.1fs", store.url, time.perf_counter() - t0)
     if args.tune:
@@ -83,10 +92,49 @@ def cmd_build(args: argparse.Namespace) -> int:
         log.info("fusion: %s (validation HR@50 %.4f)", info["mode"], info["valid_score"])
     else:
         engine = KGRec.build(kg, config)
+    engine.build_stats = {**meter.stats, **engine.build_stats}  # the export is a stage of the build too
     out = engine.save(args.out)
     for route, why in engine.skipped.items():
         log.warning("route %s skipped: %s", route, why)
     log.info("built routes %s in %.1fs; saved to %s", ", ".join(engine.routes), time.perf_counter() - t0, out)
+    return 0
+
+
+def dry_run(store_url: str, config, fmt: str = "table") -> int:
+    """``kgrec build --dry-run``: the catalog's sizes from the store, the expected seconds and peak memory of
+    each build stage (:func:`kgrec.buildcost.estimate`), and a warning when the peak exceeds the memory
+    available now."""
+    from graph_schema import INTERACTED, ITEM, USER
+    from kgrec.buildcost import format_seconds, available_mib, catalog_sizes, estimate, memory_warning
+    from kgrec.cli import print_json, print_table
+    from kgrec.store import open_store
+
+    with open_store(store_url, read_only=True) as store:
+        sizes = catalog_sizes(store, config)
+        url = store.url
+    if not sizes["counts"].get(ITEM):
+        raise ConfigError(f"{url} holds no items: load a catalog first (kgrec load … --store {url})")
+    stages = estimate(sizes, config)
+    available = available_mib()
+    warning = memory_warning(stages, available)
+    finite = [e for e in stages if e.seconds == e.seconds]
+    total = {"seconds": round(sum(e.seconds for e in finite), 1),
+             "peak_rss_mib": round(max((e.peak_rss_mib for e in finite), default=0.0))}
+    if fmt == "json":
+        print_json({"store": url, "sizes": sizes, "stages": [e.to_dict() for e in stages], "total": total,
+                    "available_mib": round(available) if available is not None else None, "warning": warning})
+    else:
+        c = sizes["counts"]
+        print(f"{url}: {c.get(ITEM, 0):,} items, {c.get(USER, 0):,} users, {c.get(INTERACTED.rel, 0):,} "
+              f"interactions, item text {sizes['text_chars']:.0f} characters on average")
+        rows = [[e.stage, format_seconds(e.seconds), f"{e.peak_rss_mib / 1024:,.2f}", e.note] for e in stages]
+        rows.append(["total", format_seconds(total["seconds"]), f"{total['peak_rss_mib'] / 1024:,.2f}",
+                     f"{available / 1024:,.1f} GiB available now" if available is not None else ""])
+        print_table(["stage", "time", "peak GiB", "note"], rows, footer=False)
+        print("From measured per-unit costs (kgrec/costs.json); peak = the process's resident memory during "
+              "the stage; 'extrapolated': the catalog is beyond the largest one measured.")
+    if warning:
+        log.warning("%s", warning)
     return 0
 
 

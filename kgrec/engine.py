@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from kgrec import __version__
 from kgrec.artifact import check_unchanged, load_catalog, read_manifest, recover, save_catalog, write_atomic
+from kgrec.buildcost import ROUTE_STAGE, StageMeter, format_stats
 from kgrec.catalog import Catalog
 from kgrec.config import EngineConfig
 from kgrec.errors import ArtifactError, ConfigError
@@ -123,6 +124,7 @@ class KGRec:
         self._grow_lock = threading.Lock()  # one add_items at a time
         self._set_item_stats(train.matrix)
         self.timings: dict[str, float] = {}
+        self.build_stats: dict[str, dict[str, float]] = {}  # stage -> {seconds, peak_rss_mib, cpu_seconds}
 
     def _set_item_stats(self, matrix: sp.csr_matrix) -> None:
         """Per-item training statistics that fusion reads: popularity, popular head, cold (no interaction)."""
@@ -145,18 +147,24 @@ class KGRec:
         train = train or Histories.from_catalog(kg.catalog)
         timings: dict[str, float] = {}
         vectors, encoder, text_reason = None, None, None
-        if {"ann", "text"} & set(config.routes):
-            t0 = time.perf_counter()
-            vectors, encoder, text_reason = text or text_vectors(kg.catalog, config)
-            timings["encode"] = time.perf_counter() - t0
-        gcn = None
-        if vectors is not None and config.vectors == "gcn" and "ann" in config.routes and train.matrix.nnz:
-            t0 = time.perf_counter()
-            gcn = train_gcn_vectors(kg, train, vectors, config)
-            timings["gcn"] = time.perf_counter() - t0
-        routes, skipped = _make_routes(kg, config, train, vectors, encoder, text_reason, timings, gcn=gcn)
+        with StageMeter() as meter:  # seconds and peak RSS per stage: engine.build_stats
+            if {"ann", "text"} & set(config.routes):
+                t0 = time.perf_counter()
+                with meter.stage("encode"):
+                    vectors, encoder, text_reason = text or text_vectors(kg.catalog, config)
+                timings["encode"] = time.perf_counter() - t0
+            gcn = None
+            if vectors is not None and config.vectors == "gcn" and "ann" in config.routes and train.matrix.nnz:
+                t0 = time.perf_counter()
+                with meter.stage("gcn"):
+                    gcn = train_gcn_vectors(kg, train, vectors, config)
+                timings["gcn"] = time.perf_counter() - t0
+            routes, skipped = _make_routes(kg, config, train, vectors, encoder, text_reason, timings, gcn=gcn,
+                                           meter=meter)
         engine = cls(kg, config, train, routes, skipped, vectors, encoder, gcn)
         engine.timings = timings
+        engine.build_stats = meter.stats
+        log.info("build stages: %s", format_stats(meter.stats))
         return engine
 
     # --- queries -----------------------------------------------------------------------------------
@@ -433,6 +441,7 @@ class KGRec:
                 "encoder": self.encoder.name if self.encoder is not None else None,  # its vectors' identity
                 "skipped": self.skipped,
                 "timings": self.timings,
+                "build_stats": self.build_stats,
             }
 
         return write_atomic(path, fill)
@@ -479,7 +488,9 @@ class KGRec:
                                     f"installation makes {encoder.name!r} from the saved config; rebuild the "
                                     "model (kgrec build) with this version")
         routes, skipped = _make_routes(kg, config, train, vectors, encoder, None, {}, itemcf_sim=sim, gcn=gcn)
-        return cls(kg, config, train, routes, skipped, vectors, encoder, gcn)
+        engine = cls(kg, config, train, routes, skipped, vectors, encoder, gcn)
+        engine.build_stats = manifest.get("build_stats") or {}  # what the build cost, as saved
+        return engine
 
 
 # --- route construction ----------------------------------------------------------------------------
@@ -649,7 +660,7 @@ def text_vectors(catalog: Catalog, config: EngineConfig) -> TextVectors:
 
 def _make_routes(kg: KnowledgeGraph, config: EngineConfig, train: Histories, vectors, encoder,
                  text_reason: str | None, timings: dict, itemcf_sim=None,
-                 gcn: GCNVectors | None = None,
+                 gcn: GCNVectors | None = None, meter: StageMeter | None = None,
                  indexes: dict | None = None) -> tuple[dict, dict[str, str]]:
     """Build the configured routes. ``indexes`` (``"text"`` / ``"gcn"`` → VectorIndex) are used instead of
     building those indexes (``add_items`` passes grown copies)."""
@@ -666,8 +677,10 @@ def _make_routes(kg: KnowledgeGraph, config: EngineConfig, train: Histories, vec
     wanted = list(config.routes)
     if "popular" not in wanted:
         wanted.append("popular")  # the fallback for users without history is always there
+    meter = meter or StageMeter()
     for name in wanted:
         t0 = time.perf_counter()
+        mark = meter.begin()
         try:
             if name == "itemcf":
                 if R.nnz == 0:
@@ -706,6 +719,7 @@ def _make_routes(kg: KnowledgeGraph, config: EngineConfig, train: Histories, vec
                 raise
             raise ConfigError(f"[{name}] settings {section}: {e}") from e
         timings[f"route:{name}"] = time.perf_counter() - t0
+        meter.end(ROUTE_STAGE.get(name, name), mark)
     return routes, skipped
 
 

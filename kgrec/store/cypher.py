@@ -113,6 +113,25 @@ def edge_rows(et: EdgeType, schema: Schema = SCHEMA) -> str:
             + ", ".join(cols))
 
 
+
+def item_text_lengths(schema: Schema = SCHEMA) -> str:
+    """Mean length in characters of each text field the encoder can read (title, description capped at
+    ``$cap``, brand name, category key) over all items: columns ``title``, ``description``, ``brand``,
+    ``category``."""
+    item, brand, cat = schema.node(ITEM), schema.node(BRAND), schema.node(CATEGORY)
+    return (f"MATCH (i:{_ident(item.label)}) OPTIONAL MATCH (i)-[:{_ident(HAS_BRAND.rel)}]->(b:{_ident(brand.label)}) "
+            f"OPTIONAL MATCH (i)-[:{_ident(IN_CATEGORY.rel)}]->(c:{_ident(cat.label)}) "
+            "RETURN avg(size(coalesce(i.title, ''))) AS title, "
+            "avg(CASE WHEN size(coalesce(i.description, '')) > $cap THEN $cap "
+            "ELSE size(coalesce(i.description, '')) END) AS description, "
+            f"avg(size(coalesce(b.name, ''))) AS brand, avg(size(coalesce(c.{_ident(cat.key)}, ''))) AS category")
+
+
+def interaction_pairs(et: EdgeType = INTERACTED) -> str:
+    """Σ over source nodes of (their edges of type ``et``)² as ``pairs``: the co-occurrences item-CF counts."""
+    return (f"MATCH (u:{_ident(et.src)})-[e:{_ident(et.rel)}]->(:{_ident(et.dst)}) "
+            "WITH u, count(e) AS n RETURN sum(n * n) AS pairs")
+
 # --- named exploration queries ---------------------------------------------------------------------------
 # name -> (cypher, default parameters). Written in the Cypher subset both stores run: no type(r), no map
 # projection, no list indexing. Brands are looked up by name, categories by id (the full path, e.g.
