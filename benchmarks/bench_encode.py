@@ -125,7 +125,8 @@ def hr_check(catalog, variants: dict, options: dict[str, dict], cache_dir: str, 
     makes its encoder from ``encoder_options`` and finds the vectors in the embedding cache)."""
     from kgrec.config import EngineConfig
     from kgrec.experiment import run_eval
-    from kgrec.text import encode_cached, item_texts
+    from kgrec.text import item_texts
+    from kgrec.text_cache import encode_cached
 
     base = EngineConfig(routes=("ann",), vectors="text", cache_dir=cache_dir)
     texts = item_texts(catalog, fields=base.text_fields, max_chars=base.text_max_chars)

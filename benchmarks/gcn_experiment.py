@@ -48,7 +48,8 @@ DATA = Path(os.environ.get("KGREC_DATA", Path(__file__).resolve().parents[2] / "
 
 
 def text_vectors(catalog, cache_dir: Path) -> np.ndarray:
-    from kgrec.text import encode_cached, item_texts, make_encoder
+    from kgrec.text import item_texts, make_encoder
+    from kgrec.text_cache import encode_cached
 
     return encode_cached(make_encoder(), item_texts(catalog), cache_dir, show_progress_bar=False)
 

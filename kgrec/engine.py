@@ -645,7 +645,8 @@ def _json_ready(info: dict) -> dict:
 
 def text_vectors(catalog: Catalog, config: EngineConfig) -> TextVectors:
     """Encode every item's text with the configured encoder (through the cache when ``cache_dir`` is set)."""
-    from kgrec.text import encode_cached, item_texts, make_encoder
+    from kgrec.text import item_texts, make_encoder
+    from kgrec.text_cache import encode_cached
 
     texts = item_texts(catalog, fields=config.text_fields, max_chars=config.text_max_chars)
     if not any(t.strip() for t in texts):

