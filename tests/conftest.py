@@ -31,3 +31,26 @@ def scientific_dir() -> Path:
 @pytest.fixture(scope="session")
 def giftcards_dir() -> Path:
     return _dataset("amazon-gift-cards-raw")
+
+
+# --- the tiny engine shared by the reliability tests -------------------------------------------------------------
+@pytest.fixture(scope="session")
+def engine():
+    """The tiny catalog built with the default config (all routes, the real MiniLM). Read-only: grow ``fresh``."""
+    from kgrec.engine import KGRec
+    from loaders import tiny_catalog
+
+    return KGRec.build(tiny_catalog())
+
+
+@pytest.fixture(scope="session")
+def saved_engine(engine, tmp_path_factory) -> Path:
+    return engine.save(tmp_path_factory.mktemp("reliability") / "model")
+
+
+@pytest.fixture
+def fresh(saved_engine):
+    """A copy of ``engine`` that a test may grow with add_items."""
+    from kgrec.engine import KGRec
+
+    return KGRec.load(saved_engine)
