@@ -269,35 +269,19 @@ class KGRec:
     def recall_ids(self, users: np.ndarray, k: int, routes: tuple[str, ...] | None = None) -> np.ndarray:
         """Batch form for evaluation: internal user indices (``-1``: no user) → ``(len(users), k')`` item
         indices, -1 padded, with ``k' = min(k, n_items)`` (a ``k`` beyond the catalog allocates nothing more)."""
+        from kgrec import batch
+
         k = min(self._check_k(k), max(self.catalog.n_items, 1))
-        users = self._check_users(users)
-        names = self._check_routes(routes)
-        out = np.full((len(users), k), -1, np.int64)
-        for row, u in enumerate(users.tolist()):
-            query = self.user_query(u)
-            if len(query.history) == 0:
-                ids = self.routes["popular"].recall(query, k)[0]
-            elif len(names) == 1:
-                ids = self.routes[names[0]].recall(query, k)[0]
-            else:
-                ids = self._run(query, k, names)[0]
-            out[row, :len(ids)] = ids[:k]
-        return out
+        return batch.recall_ids(self, self._check_users(users), k, self._check_routes(routes))
 
     @_reads
     def route_lists(self, users: np.ndarray, n: int, routes: tuple[str, ...] | None = None
                     ) -> list[dict[str, tuple[np.ndarray, np.ndarray]]]:
         """Each route's own top-``n`` for many users (internal indices): the raw material of fusion, computed
         once so that evaluation, weight tuning and tail-quota sweeps can re-fuse without re-running routes."""
-        names = tuple(routes or self.routes.keys())
-        out = []
-        for u in np.asarray(users).tolist():
-            query = self.user_query(u)
-            if len(query.history) == 0:
-                out.append({"popular": self.routes["popular"].recall(query, n)})
-            else:
-                out.append({name: self.routes[name].recall(query, n) for name in names if name in self.routes})
-        return out
+        from kgrec import batch
+
+        return batch.route_lists(self, np.asarray(users, np.int64), n, tuple(routes or self.routes.keys()))
 
     @_reads
     def similar_items(self, item_id: str, k: int = 20, *, explain: bool = True,

@@ -15,6 +15,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from kgrec.errors import ConfigError
+from kgrec.routes._common import Rows
 from kgrec.routes.base import Evidence, member
 
 
@@ -157,16 +158,91 @@ def _summed(lists: list, mode: str, config: FusionConfig) -> tuple[np.ndarray, n
     """``(items, scores)`` of the ``rrf`` and ``weighted`` modes: each route's contribution per item (its
     weight over ``rrf_k + rank``, or its weight times the score relative to the route's best), summed in
     route order (bincount adds its weights in input order)."""
-    contribs = []
-    for route, ids, scores in lists:
-        w = config.weight(route)
-        if mode == "rrf":
-            contribs.append(w / (config.rrf_k + np.arange(1, len(ids) + 1)))
-        else:
-            top = float(scores[0]) if scores[0] > 0 else 1.0
-            contribs.append(w * (np.asarray(scores, np.float64) / top))
+    contribs = [_contribution(mode, config, config.weight(route), np.arange(len(ids)), scores, _top(scores[0]))
+                for route, ids, scores in lists]
     items, at = np.unique(np.concatenate([ids for _, ids, _ in lists]), return_inverse=True)
     return items, np.bincount(at, weights=np.concatenate(contribs), minlength=len(items))
+
+
+def _top(first):
+    """What a route's scores are divided by in the weighted mode: its best score, or 1 when that is not positive
+    (float64; elementwise for an array of best scores)."""
+    first = np.asarray(first, np.float64)
+    return np.where(first > 0, first, 1.0) if first.ndim else (float(first) if first > 0 else 1.0)
+
+
+def _contribution(mode: str, config: FusionConfig, weight, rank: np.ndarray, scores: np.ndarray, top) -> np.ndarray:
+    """A route's contribution to the fused score of the items it lists at ``rank`` (0 = best) with ``scores``:
+    ``weight / (rrf_k + rank + 1)``, or ``weight * score / top`` (``weight`` and ``top``: one number, or one
+    per entry)."""
+    if mode == "rrf":
+        return weight / (config.rrf_k + (rank + 1))
+    return weight * (np.asarray(scores, np.float64) / top)
+
+
+def fuse_rows(results: Mapping[str, Rows], k: int, config: FusionConfig = FusionConfig(),
+              is_head: np.ndarray | None = None, is_cold: np.ndarray | None = None,
+              popularity: np.ndarray | None = None) -> Rows:
+    """:func:`fuse` for a chunk of queries: ``{route: Rows}`` (each route's lists for the same queries, see
+    :meth:`~kgrec.routes._common.SeedExpansionRoute.recall_rows`) → each query's fused best ``k`` (ids and
+    scores), the same as :func:`fuse` on each query's lists, to the bit. Contributions, sums and the ranking are
+    computed for all queries at once; a learned model scores each query's rows in one call per query (the same
+    matrix product as :func:`fuse`'s), and quotas are applied query by query."""
+    n_rows = len(next(iter(results.values()))) if results else 0
+    if k <= 0 or not n_rows:
+        return Rows.empty(n_rows)
+    names = list(results)
+    parts = list(results.values())
+    row = np.concatenate([p.rows() for p in parts])  # entries in route order: bincount sums in that order
+    ids = np.concatenate([p.ids for p in parts])
+    scores = np.concatenate([p.scores for p in parts])
+    route = np.repeat(np.arange(len(parts)), [len(p.ids) for p in parts])
+    rank = np.concatenate([np.arange(len(p.ids)) - p.ptr[p.rows()] for p in parts])
+    first = np.concatenate([p.scores[np.minimum(p.ptr[p.rows()], max(len(p.ids) - 1, 0))] for p in parts])
+    keys, at = np.unique((row << 32) | ids, return_inverse=True)
+    key_row, items = keys >> 32, keys & 0xFFFFFFFF
+    learned = np.zeros(n_rows, bool)
+    mode = config.mode
+    if mode == "learned":
+        from kgrec.fusion_model import model_routes
+
+        known = set(model_routes(config.model))
+        unknown = np.array([r not in known for r in names], bool)
+        learned[:] = True
+        learned[row[unknown[route]]] = False  # a route the model has no weights for: RRF for that query
+        mode = "rrf"
+    weights = np.array([config.weight(r) for r in names], np.float64)
+    fused = np.bincount(at, weights=_contribution(mode, config, weights[route], rank, scores, _top(first)),
+                        minlength=len(keys))
+    if learned.any():
+        from kgrec.fusion_model import apply, feature_rows
+
+        take = learned[key_row]
+        entries = learned[row]
+        X = feature_rows(items[take], [names[r] for r in route[entries]], np.cumsum(take)[at[entries]] - 1,
+                         rank[entries], scores[entries], first[entries], config.model, popularity, is_cold)
+        starts = np.searchsorted(key_row[take], np.arange(n_rows + 1))
+        values = fused[take]
+        for q in np.flatnonzero(learned).tolist():
+            values[starts[q]:starts[q + 1]] = apply(config.model, X[starts[q]:starts[q + 1]])
+        fused[take] = values
+    order = np.lexsort((items, -fused, key_row))  # per query best first; ties → lower index
+    ranked_row, ranked = key_row[order], items[order]
+    ptr = np.searchsorted(ranked_row, np.arange(n_rows + 1))
+    shares = (config.cold_quota > 0 and is_cold is not None) or (config.tail_quota > 0 and is_head is not None)
+    if config.quotas or shares:
+        lists = {r: p for r, p in results.items() if r in config.quotas}
+        chosen = [_apply_quotas(ranked[ptr[q]:ptr[q + 1]], k, {r: p.row(q) for r, p in lists.items()}, config,
+                                is_head, is_cold) for q in range(n_rows)]
+        counts = np.array([len(c) for c in chosen], np.int64)
+        out_ids = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+        out_rows = np.repeat(np.arange(n_rows), counts)
+    else:
+        take = np.arange(len(ranked)) - ptr[ranked_row] < k
+        out_ids, out_rows = ranked[take], ranked_row[take]
+        counts = np.bincount(out_rows, minlength=n_rows)
+    out_scores = fused[np.searchsorted(keys, (out_rows << 32) | out_ids)].astype(np.float32)
+    return Rows(np.r_[0, np.cumsum(counts)], out_ids.astype(np.int64), out_scores)
 
 
 def _apply_quotas(ranked: np.ndarray, k: int, results: RouteResults, config: FusionConfig,

@@ -42,27 +42,42 @@ def candidate_features(results: Mapping[str, tuple[np.ndarray, np.ndarray]], rou
     if not present:
         return np.zeros(0, np.int64), np.zeros((0, len(feature_names(routes))))
     items = np.unique(np.concatenate([np.asarray(results[r][0], np.int64) for r in present]))
+    lists = [(r, np.asarray(results[r][0], np.int64), np.asarray(results[r][1], np.float64)) for r in present]
+    return items, feature_rows(items, np.repeat([r for r, _, _ in lists], [len(i) for _, i, _ in lists]),
+                               np.concatenate([np.searchsorted(items, i) for _, i, _ in lists]),
+                               np.concatenate([np.arange(len(i)) for _, i, _ in lists]),
+                               np.concatenate([s for _, _, s in lists]),
+                               np.concatenate([np.full(len(s), s[0]) for _, _, s in lists]),
+                               {"routes": list(routes)}, popularity, is_cold)
+
+
+def feature_rows(items: np.ndarray, route: Sequence[str], at: np.ndarray, rank: np.ndarray, scores: np.ndarray,
+                 first: np.ndarray, model: Mapping, popularity: np.ndarray | None, is_cold: np.ndarray | None
+                 ) -> np.ndarray:
+    """The feature rows (columns as :func:`feature_names` of the model's routes) of candidates ``items``, from
+    route entries: entry ``e`` of route ``route[e]`` places candidate ``items[at[e]]`` at ``rank[e]`` with
+    ``scores[e]``, its list's best score being ``first[e]``. Candidates of one query or of many (the batched
+    fusion); entries of routes the model does not know are ignored."""
+    routes = model_routes(model)
     nr = len(routes)
     X = np.zeros((len(items), len(ROUTE_FEATURES) * nr + len(ITEM_FEATURES) + nr))
     cold = np.asarray(is_cold[items], np.float64) if is_cold is not None else np.zeros(len(items))
     base = len(ROUTE_FEATURES) * nr
+    route = np.asarray(route)
+    s, first = np.asarray(scores, np.float64), np.asarray(first, np.float64)
     for j, r in enumerate(routes):
-        if r not in present:
-            continue
-        ids, scores = results[r]
-        pos = np.searchsorted(items, np.asarray(ids, np.int64))
-        s = np.asarray(scores, np.float64)
-        top = s[0] if s[0] > 0 else 1.0
+        e = np.flatnonzero(route == r)
+        pos = at[e]
         c = len(ROUTE_FEATURES) * j
         X[pos, c] = 1.0
-        X[pos, c + 1] = -np.log1p(np.arange(len(ids)))
-        X[pos, c + 2] = s / top
-        X[pos, c + 3] = np.sign(s) * np.log1p(np.abs(s))
+        X[pos, c + 1] = -np.log1p(rank[e])
+        X[pos, c + 2] = s[e] / np.where(first[e] > 0, first[e], 1.0)
+        X[pos, c + 3] = np.sign(s[e]) * np.log1p(np.abs(s[e]))
         X[pos, base + len(ITEM_FEATURES) + j] = cold[pos]
     if popularity is not None:
         X[:, base] = np.log1p(np.asarray(popularity[items], np.float64))
     X[:, base + 1] = cold
-    return items, X
+    return X
 
 
 def score(results: Mapping[str, tuple[np.ndarray, np.ndarray]], model: Mapping,

@@ -2,7 +2,8 @@
 
 - ``route.recall(query, n)`` of the sparse routes (numpy products, pruned by :class:`ItemGroups`) against the
   batched scipy path ``route._recall_batch([query], n)``, on catalogs with capped nodes, items in two leaves
-  and two brands, long histories (recency weights that underflow to 0), repeated seeds and item queries;
+  and two brands, long histories (recency weights that underflow to 0), repeated seeds and item queries; and
+  ``route.recall_rows`` (a chunk of queries, pruned per chunk) against ``route.recall``;
 - ``route.explain_many`` against the per-item evidence code it replaced (kept here as the reference);
 - the vectorised :func:`kgrec.fusion.fuse` against the dict-based fusion it replaced.
 """
@@ -98,6 +99,25 @@ def test_single_query_recall_equals_the_batched_product(graph, make):
                 ref_ids, ref_scores = route._recall_batch([q], n)[0]
                 assert ids.dtype == np.int64 and scores.dtype == np.float32
                 assert np.array_equal(ids, ref_ids) and np.array_equal(scores, ref_scores), (route.name, n, q)
+
+
+@pytest.mark.parametrize("make", ROUTES.values(), ids=ROUTES.keys())
+def test_chunk_recall_equals_single_query_recall(graph, make):
+    """``route.recall_rows`` (a chunk of queries at once, pruned per chunk or by the whole product) gives every
+    query's ``route.recall`` list, to the bit."""
+    cat, kg, R = graph
+    route = make(kg, R)
+    qs = queries(cat, R)
+    for direct in (0, 10**9):
+        if hasattr(route, "direct_entries"):
+            route.direct_entries = direct
+        for n in (1, 5, 40, 300):
+            rows = route.recall_rows(qs, n)
+            assert rows.ids.dtype == np.int64 and rows.scores.dtype == np.float32
+            for q, query in enumerate(qs):
+                ids, scores = route.recall(query, n)
+                got_ids, got_scores = rows.row(q)
+                assert np.array_equal(got_ids, ids) and np.array_equal(got_scores, scores), (route.name, n, q)
 
 
 def test_row_product_is_scipys_product_to_the_bit():

@@ -12,7 +12,9 @@ reach the top ``n`` (:class:`ItemGroups`). Both give the batched path's results 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -160,6 +162,88 @@ def excluded(query: Query) -> np.ndarray:
     return np.concatenate([np.asarray(query.exclude, np.int64), seeds])
 
 
+class Rows(NamedTuple):
+    """Ragged per-query lists for a chunk of queries: row ``q`` is ``ids[ptr[q]:ptr[q + 1]]`` (int64) with its
+    ``scores`` (float32), best first: what ``route.recall`` gives for each query, in one set of arrays."""
+
+    ptr: np.ndarray
+    ids: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ptr) - 1
+
+    def row(self, q: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.ptr[q], self.ptr[q + 1]
+        return self.ids[lo:hi], self.scores[lo:hi]
+
+    def rows(self) -> np.ndarray:
+        """The query row of every entry."""
+        return np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.ptr))
+
+    def padded(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(Q, n)`` arrays, short rows padded with id -1 and score 0."""
+        ids = np.full((len(self), max(n, 0)), -1, np.int64)
+        scores = np.zeros((len(self), max(n, 0)), np.float32)
+        rows = self.rows()
+        at = np.arange(len(self.ids)) - self.ptr[rows]
+        ids[rows, at], scores[rows, at] = self.ids, self.scores
+        return ids, scores
+
+    @classmethod
+    def empty(cls, n_rows: int) -> Rows:
+        return cls(np.zeros(n_rows + 1, np.int64), EMPTY_IDS, np.zeros(0, np.float32))
+
+
+def exclusion_keys(queries: Sequence[Query]) -> tuple[np.ndarray, np.ndarray]:
+    """The items each query must not get (:func:`excluded`) as sorted keys ``row << 32 | item``, and how many
+    each query has."""
+    ex = [excluded(q) for q in queries]
+    counts = np.array([len(e) for e in ex], np.int64)
+    if not counts.sum():
+        return EMPTY_IDS, counts
+    keys = (np.repeat(np.arange(len(ex), dtype=np.int64), counts) << 32) | np.concatenate(ex).astype(np.int64)
+    return np.sort(keys), counts
+
+
+def top_n_rows(row: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: int, n: int,
+               exclude: np.ndarray | None = None) -> Rows:
+    """:func:`top_n` for many queries at once: candidates ``(row, items, scores)`` (no item twice in a row), the
+    excluded items as sorted keys ``row << 32 | item`` (:func:`exclusion_keys`). Per row: positive scores only,
+    best ``n`` first, ties by lower item; selection in the scores' own dtype, scores returned as float32."""
+    if n <= 0:
+        return Rows.empty(n_rows)
+    row, items = np.asarray(row, np.int64), np.asarray(items, np.int64)
+    keep = scores > 0
+    if exclude is not None and len(exclude):
+        keep &= ~_sorted_member((row << 32) | items, exclude)
+    row, items, scores = row[keep], items[keep], scores[keep]
+    if len(row) > 1 and (row[1:] < row[:-1]).any():
+        order = np.argsort(row, kind="stable")
+        row, items, scores = row[order], items[order], scores[order]
+    indptr = np.searchsorted(row, np.arange(n_rows + 1))
+    lens = np.diff(indptr)
+    thr = row_kth(scores, indptr, n, np.flatnonzero(lens > n))  # as topk_csr: above thr, then ties by item
+    rep = np.repeat(thr, lens)
+    keep = scores > rep
+    eq = np.flatnonzero((scores == rep) & (rep > 0))
+    if len(eq):
+        kept = np.r_[0, np.cumsum(keep)]
+        need = n - (kept[indptr[1:]] - kept[indptr[:-1]])  # places left per row
+        eq = eq[np.lexsort((items[eq], row[eq]))]
+        rank = np.arange(len(eq)) - np.searchsorted(row[eq], row[eq])
+        keep[eq[rank < need[row[eq]]]] = True
+    row, items, scores = row[keep], items[keep], scores[keep]
+    order = np.lexsort((items, -scores, row))
+    return Rows(np.searchsorted(row[order], np.arange(n_rows + 1)), items[order],
+                scores[order].astype(np.float32, copy=False))
+
+
+def _sorted_member(values: np.ndarray, of: np.ndarray) -> np.ndarray:
+    """``np.isin(values, of)`` for ``of`` sorted and non-empty."""
+    return of[np.minimum(np.searchsorted(of, values), len(of) - 1)] == values
+
+
 class SeedExpansionRoute:
     """Base for routes whose scores are ``seed_matrix @ operator``; subclasses implement :meth:`_expand`."""
 
@@ -186,13 +270,20 @@ class SeedExpansionRoute:
 
     def recall_many(self, queries: Sequence[Query], n: int) -> tuple[np.ndarray, np.ndarray]:
         """Batched :meth:`recall`: ``(Q, n)`` arrays; short rows are padded with id -1 and score 0."""
-        ids = np.full((len(queries), max(n, 0)), -1, np.int64)
-        scores = np.zeros((len(queries), max(n, 0)), np.float32)
-        for start in range(0, len(queries), self.batch_size):
-            for q, (i, s) in enumerate(self._recall_batch(queries[start:start + self.batch_size], n), start):
-                ids[q, :len(i)] = i
-                scores[q, :len(s)] = s
-        return ids, scores
+        parts = [self.recall_rows(queries[start:start + self.batch_size], n).padded(n)
+                 for start in range(0, len(queries), self.batch_size)]
+        if not parts:
+            return np.full((0, max(n, 0)), -1, np.int64), np.zeros((0, max(n, 0)), np.float32)
+        return np.vstack([i for i, _ in parts]), np.vstack([s for _, s in parts])
+
+    def recall_rows(self, queries: Sequence[Query], n: int) -> Rows:
+        """:meth:`recall` of every query of a chunk in a few array operations (one sparse product, then the top
+        ``n`` of all rows at once): the same lists, to the bit."""
+        if n <= 0 or not len(queries):
+            return Rows.empty(len(queries))
+        S = self._expand(seed_matrix(queries, self.n_items, self.recency))
+        rows = np.repeat(np.arange(len(queries), dtype=np.int64), np.diff(S.indptr))
+        return top_n_rows(rows, S.indices, S.data, len(queries), n, exclusion_keys(queries)[0])
 
     def _recall_batch(self, queries: Sequence[Query], n: int) -> list[tuple[np.ndarray, np.ndarray]]:
         if n <= 0:
@@ -264,9 +355,12 @@ class ItemGroups:
         self.ptr = np.r_[0, np.cumsum(size)].astype(np.int64)
         self.nodes = uniq[:, 1:1 + width][used]
         self.weights = uniq[:, 1 + width:][used].astype(np.int32).view(np.float32)
-        by_node = sp.csr_matrix((np.ones(len(self.nodes), np.int8), (self.nodes, np.repeat(np.arange(len(uniq)), size))),
-                                shape=(M.shape[1], len(uniq)))
-        self.node_ptr, self.node_groups = by_node.indptr.astype(np.int64), by_node.indices.astype(np.int64)
+        # nodes × groups with the groups' weights: a queries × nodes matrix times it gives each group's term as
+        # the sparse product gives each item's (chunks of queries, :meth:`SeedExpansionRoute.recall_rows`)
+        self.node_matrix = sp.csr_matrix((self.weights, (self.nodes, np.repeat(np.arange(len(uniq)), size))),
+                                         shape=(M.shape[1], len(uniq)))
+        self.node_ptr = self.node_matrix.indptr.astype(np.int64)
+        self.node_groups = self.node_matrix.indices.astype(np.int64)
         # each group's items by priority, highest first (ties: lower index), and a key to search them by it
         priority = np.asarray(priority)
         order = np.lexsort((items, -priority[items], group))
@@ -323,6 +417,96 @@ def best_groups(head_scores: Sequence[np.ndarray], sizes: Sequence[np.ndarray], 
     return [np.flatnonzero(c) for c in np.split(chosen, np.cumsum([len(h) for h in head_scores])[:-1])]
 
 
+def pair_terms(A: sp.csr_matrix, rows: np.ndarray, groups: np.ndarray, g: ItemGroups) -> np.ndarray:
+    """For pairs ``(rows[p], groups[p])``: the term of group ``groups[p]`` for the node weights in row ``rows[p]``
+    of the queries × nodes CSR ``A`` (summed in the row's stored order, float32): the pair's entry of the sparse
+    product ``A @ g.node_matrix`` to the bit, without computing the other entries (see :func:`ordered_sums`)."""
+    sums = np.zeros(len(rows), np.float32)
+    pos, lens = row_positions(g.ptr, groups)
+    if not len(pos) or not A.nnz:
+        return sums
+    pair = np.repeat(np.arange(len(rows), dtype=np.int64), lens)
+    entry_rows = np.repeat(np.arange(A.shape[0], dtype=np.int64), np.diff(A.indptr))
+    key = (entry_rows << 32) | A.indices
+    by_key = np.argsort(key)
+    want = (rows[pair] << 32) | g.nodes[pos]
+    at = by_key[np.minimum(np.searchsorted(key, want, sorter=by_key), len(key) - 1)]
+    hit = key[at] == want
+    pair, entry, pos = pair[hit], at[hit], pos[hit]
+    values = g.weights[pos] * A.data[entry]
+    order = np.lexsort((entry, pair))  # each pair's products in the order of its row's entries
+    np.add.at(sums, pair[order], values[order])
+    return sums
+
+
+@dataclass
+class GroupSource:
+    """Candidates of a chunk of queries that come by item groups: pairs (query row ``q[p]``, group ``group[p]``
+    of ``groups``), each with a ``factor``; an item's score is ``priority[item] * factor`` (in their dtypes), so
+    a group's items score in its priority order. ``keep(q, items)``: which of them this source gives (None: all)."""
+
+    groups: ItemGroups
+    q: np.ndarray
+    group: np.ndarray
+    factor: np.ndarray
+    priority: np.ndarray
+    keep: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+    def heads(self) -> np.ndarray:
+        """Each pair's best score (its group's first item)."""
+        return self.priority[self.groups.head(self.group)] * self.factor
+
+    def read(self, at: np.ndarray, least: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rows, items, scores)`` of the items of pairs ``at`` whose priority is at least ``least`` (per pair)."""
+        items, k = self.groups.above(self.group[at], least)
+        pair = at[k]
+        q = self.q[pair]
+        if self.keep is not None:
+            ok = self.keep(q, items)
+            items, pair, q = items[ok], pair[ok], q[ok]
+        return q, items, self.priority[items] * self.factor[pair]
+
+
+def pruned_top_n(sources: Sequence[GroupSource], n_rows: int, n: int, need: np.ndarray, exclude: np.ndarray,
+                 extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Rows:
+    """:func:`top_n_rows` over the items of ``sources`` (and ``extra`` candidates ``(rows, items, scores)``), reading
+    only those that can reach each row's top ``n``: first the pairs with the best heads, as many as hold
+    ``need[row]`` items, give a floor (each row's ``n``-th best score among them, or 0); then each pair gives its
+    items that pass the floor. The chunk form of the KG and popular routes' pruned single-query recall."""
+    extra = extra or (EMPTY_IDS, EMPTY_IDS, np.zeros(0, np.float32))
+    heads = [s.heads() for s in sources]
+    q = np.concatenate([s.q for s in sources])
+    order = np.lexsort((-np.concatenate(heads), q))
+    size = np.concatenate([s.groups.sizes(s.group) for s in sources])[order]
+    qs = q[order]
+    total = np.cumsum(size)
+    start = np.searchsorted(qs, qs)  # first pair of each pair's row
+    before = total - size - np.where(start > 0, total[np.maximum(start - 1, 0)], 0)
+    chosen = np.zeros(len(q), bool)
+    chosen[order[before < need[qs]]] = True
+    offsets = np.cumsum([0] + [len(s.q) for s in sources])
+    parts = [s.read(np.flatnonzero(chosen[a:b]), None) for s, a, b in zip(sources, offsets[:-1], offsets[1:])]
+    floor = _row_nth(*(np.concatenate(x) for x in zip(*parts, extra)), n_rows, n, exclude)
+    parts = []
+    for s, h in zip(sources, heads):
+        live = np.flatnonzero(h >= floor[s.q])
+        parts.append(s.read(live, floor[s.q[live]] / s.factor[live].astype(np.float64)))
+    return top_n_rows(*(np.concatenate(x) for x in zip(*parts, extra)), n_rows, n, exclude)
+
+
+def _row_nth(row: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: int, n: int,
+             exclude: np.ndarray) -> np.ndarray:
+    """Per row: the ``n``-th best positive score of its candidates outside ``exclude`` (keys), 0 when fewer
+    (:func:`nth_best` for many rows)."""
+    v = np.where(scores > 0, scores, 0)
+    if len(exclude):
+        v[_sorted_member((row << 32) | items, exclude)] = 0
+    order = np.argsort(row, kind="stable")
+    v = v[order]
+    indptr = np.searchsorted(row[order], np.arange(n_rows + 1))
+    return row_kth(v, indptr, n, np.flatnonzero(np.diff(indptr) >= n))
+
+
 def _unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(x, axis=0, return_inverse=True)`` for an int64 matrix (the distinct rows in some order, and
     the index of each row's), by a 64-bit hash of each row: much faster on a million rows; a hash collision
@@ -351,7 +535,7 @@ def _float_bits(x: np.ndarray) -> np.ndarray:
 
 def topk_csr(v: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n_cols: int, k: int) -> sp.csr_matrix:
     """Keep the ``k`` largest positive entries of every row of the CSR arrays ``(v, indices, indptr)`` (ties at
-    the cut: lower column), as a float32 CSR with sorted columns. Rows must not hold duplicate columns (sparse
+    the cut: lower column), as a float32 CSR (float64 for float64 ``v``) with sorted columns. Rows must not hold duplicate columns (sparse
     products never do); the arrays may be views into larger buffers (a sparse product's output).
 
     Linear time, no sort of the entries: rows with more than ``k`` entries get their k-th largest value from
@@ -361,14 +545,7 @@ def topk_csr(v: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n_cols: int
     """
     n = len(indptr) - 1
     lens = np.diff(indptr)
-    thr = np.zeros(n, np.float32)  # keep entries above thr[row] (0: every positive entry)
-    for rows in _length_chunks(np.flatnonzero(lens > k), lens):
-        m = int(lens[rows[-1]])
-        cols = np.arange(m, dtype=indptr.dtype)
-        P = np.take(v, indptr[rows, None] + cols, mode="clip")
-        P[cols >= lens[rows, None]] = -np.inf  # past the row's end
-        P.partition(m - k, axis=1)
-        thr[rows] = np.maximum(P[:, m - k], 0.0)  # fewer than k positive entries: keep them all
+    thr = row_kth(v, indptr, k, np.flatnonzero(lens > k))  # keep entries above thr[row] (0: every positive one)
     rep = np.repeat(thr, lens)
     keep = v > rep
     # entries equal to their row's k-th value fill the row up to k, lowest columns first
@@ -383,10 +560,26 @@ def topk_csr(v: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n_cols: int
         rank = np.arange(len(eq)) - np.searchsorted(eq_row, eq_row)
         keep[eq[rank < need[eq_row]]] = True
     kept = np.flatnonzero(keep)
-    out = sp.csr_matrix((v[kept].astype(np.float32, copy=False), indices[kept], np.searchsorted(kept, indptr)),
+    out = sp.csr_matrix((v[kept].astype(thr.dtype, copy=False), indices[kept], np.searchsorted(kept, indptr)),
                         shape=(n, n_cols))
     out.sort_indices()
     return out
+
+
+def row_kth(v: np.ndarray, indptr: np.ndarray, k: int, rows: np.ndarray) -> np.ndarray:
+    """Per row of the CSR arrays ``(v, indptr)``: the ``k``-th largest value of each of ``rows`` (each at least
+    ``k`` long), floored at 0; 0 for the other rows. float32 (float64 for float64 ``v``). ``np.partition`` over
+    padded chunks of rows of similar length (see :func:`_length_chunks`)."""
+    lens = np.diff(indptr)
+    thr = np.zeros(len(lens), np.result_type(v.dtype, np.float32))
+    for chunk in _length_chunks(rows, lens):
+        m = int(lens[chunk[-1]])
+        cols = np.arange(m, dtype=indptr.dtype)
+        P = np.take(v, indptr[chunk, None] + cols, mode="clip")
+        P[cols >= lens[chunk, None]] = -np.inf  # past the row's end
+        P.partition(m - k, axis=1)
+        thr[chunk] = np.maximum(P[:, m - k], 0.0)  # fewer than k positive entries: 0
+    return thr
 
 
 def _length_chunks(rows: np.ndarray, lens: np.ndarray):

@@ -39,8 +39,9 @@ import scipy.sparse as sp
 from graph_schema import BRAND, CATEGORY, HAS_BRAND, ITEM
 from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
-    ItemGroups, Names, SeedExpansionRoute, best_groups, cap_columns, category_depth, check_interactions, excluded,
-    item_buyers, leaf_ancestors, nth_best, row_positions, row_product, seed_row,
+    GroupSource, ItemGroups, Names, Rows, SeedExpansionRoute, best_groups, cap_columns, category_depth,
+    check_interactions, excluded, exclusion_keys, item_buyers, leaf_ancestors, nth_best, pair_terms, pruned_top_n,
+    row_positions, row_product, seed_matrix, seed_row,
 )
 from kgrec.routes.base import Evidence, Query, RouteUnavailable, member, seed_weights, top_n
 
@@ -174,6 +175,42 @@ class KGRoute(SeedExpansionRoute):
         live = [np.flatnonzero(h >= floor) for h in heads]
         items, scores = read(live, [floor / t[a].astype(np.float64) for (_, _, t), a in zip(sources, live)])
         return top_n(scores, n, exclude, candidates=items)
+
+    def recall_rows(self, queries: Sequence[Query], n: int) -> Rows:
+        """:meth:`recall` for a chunk of queries, pruned as it is (the same lists, to the bit): the node weights of
+        all queries in one sparse product; items of a query's brands by their (brand, categories) group, whose
+        terms are computed pair by pair (:func:`pair_terms`); the other items by their categories' group, terms
+        from one product with the category node weights; then :func:`pruned_top_n`. A chunk whose whole product
+        is small (``direct_entries`` per query) takes that product instead."""
+        if n <= 0 or not len(queries):
+            return Rows.empty(len(queries))
+        Q = len(queries)
+        W = seed_matrix(queries, self.n_items, self.recency)
+        A = W @ self.up  # node weights, each row in the order the product with down_t sums them
+        exclude, counts = exclusion_keys(queries)
+        if np.diff(self.down_t.indptr)[A.indices].sum() <= self.direct_entries * Q:
+            return super().recall_rows(queries, n)
+        rows = np.repeat(np.arange(Q, dtype=np.int64), np.diff(A.indptr))
+        brand = A.indices < self._brand_nodes
+        by_all, by_category = self._groups
+        pos, lens = row_positions(by_all.node_ptr, A.indices[brand])  # groups that hold a query's brand
+        pairs = np.unique((np.repeat(rows[brand], lens) << 32) | by_all.node_groups[pos])
+        q1, g1 = pairs >> 32, pairs & 0xFFFFFFFF
+        t1 = pair_terms(A, q1, g1, by_all)
+        nz = t1 != 0
+        pairs, q1, g1, t1 = pairs[nz], q1[nz], g1[nz], t1[nz]
+        other = ~brand  # category node weights only, in the same order
+        A2 = sp.csr_matrix((A.data[other], A.indices[other], np.r_[0, np.cumsum(other)][A.indptr]), shape=A.shape)
+        T2 = A2 @ by_category.node_matrix
+        q2 = np.repeat(np.arange(Q, dtype=np.int64), np.diff(T2.indptr))
+
+        def not_by_brand(q: np.ndarray, items: np.ndarray) -> np.ndarray:
+            """Items of the query's brands come with their brand term from the first source."""
+            return ~member((q << 32) | by_all.item_group[items], pairs)
+
+        sources = [GroupSource(by_all, q1, g1, t1, self.prior),
+                   GroupSource(by_category, q2, T2.indices.astype(np.int64), T2.data, self.prior, not_by_brand)]
+        return pruned_top_n(sources, Q, n, 2 * (n + counts), exclude)
 
     @cached_property  # built by the first single-query recall (threads racing to it build equal copies)
     def _groups(self) -> tuple[ItemGroups, ItemGroups]:

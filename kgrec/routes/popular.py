@@ -22,8 +22,9 @@ import scipy.sparse as sp
 from graph_schema import CATEGORY, ITEM
 from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
-    ItemGroups, Names, SeedExpansionRoute, best_groups, cap_columns, category_depth, check_interactions, excluded,
-    item_buyers, leaf_ancestors, lookup, nth_best, row_product, seed_matrix, seed_row,
+    GroupSource, ItemGroups, Names, Rows, SeedExpansionRoute, best_groups, cap_columns, category_depth,
+    check_interactions, excluded, exclusion_keys, item_buyers, leaf_ancestors, lookup, nth_best, pruned_top_n, ranges,
+    row_product, seed_matrix, seed_row, top_n_rows,
 )
 from kgrec.routes.base import EMPTY_IDS, EMPTY_SCORES, Evidence, Query, member, top_n
 
@@ -117,6 +118,52 @@ class PopularRoute(SeedExpansionRoute):
         live = np.flatnonzero(heads >= floor)
         items, scores = read(live, floor / factor[live])
         return top_n(np.concatenate([best_scores, scores]), n, exclude, candidates=np.concatenate([best, items]))
+
+    def recall_rows(self, queries: Sequence[Query], n: int) -> Rows:
+        """:meth:`recall` for a chunk of queries, pruned as it is (the same lists, to the bit): the category
+        shares of all queries and their groups' terms in two sparse products, the global best-sellers of each
+        query with their exact scores, then :func:`pruned_top_n`. A chunk whose whole product is small
+        (``direct_entries`` per query) takes that product instead."""
+        if n <= 0 or not len(queries):
+            return Rows.empty(len(queries))
+        Q = len(queries)
+        share = self._share(seed_matrix(queries, self.n_items, self.recency))
+        exclude, counts = exclusion_keys(queries)
+        best_pos, best_lens = ranges(np.zeros(Q, np.int64), np.minimum(n + counts, len(self._global)))
+        best = self._global[best_pos]  # each query's best-sellers, as many as _rank takes
+        best_q = np.repeat(np.arange(Q, dtype=np.int64), best_lens)
+        if np.diff(self._near_t.indptr)[share.indices].sum() <= self.direct_entries * Q:
+            near = share @ self._near_t
+            q = np.repeat(np.arange(Q, dtype=np.int64), np.diff(near.indptr))
+            keys = np.sort((q << 32) | near.indices)
+            new = ~member((best_q << 32) | best, keys) if len(keys) else np.ones(len(best), bool)
+            items = np.concatenate([near.indices.astype(np.int64), best[new]])
+            terms = np.concatenate([near.data.astype(np.float64), np.zeros(int(new.sum()))])
+            return top_n_rows(np.concatenate([q, best_q[new]]), items, self.buyers[items] * (terms + self.global_weight),
+                              Q, n, exclude)
+        g = self._groups
+        T = share @ g.node_matrix
+        q = np.repeat(np.arange(Q, dtype=np.int64), np.diff(T.indptr))
+        group = T.indices.astype(np.int64)
+        keys = (q << 32) | group
+        by_key = np.argsort(keys)
+        best_terms = lookup(keys[by_key], T.data[by_key].astype(np.float64), (best_q << 32) | g.item_group[best], 0.0)
+        best_scores = self.buyers[best] * (best_terms + self.global_weight)
+        limit = n + counts
+
+        def not_best(q: np.ndarray, items: np.ndarray) -> np.ndarray:
+            """Items not among the query's best-sellers (those come with their scores as extra candidates)."""
+            return self._global_rank[items] >= limit[q]
+
+        source = GroupSource(g, q, group, T.data.astype(np.float64) + self.global_weight, self.buyers, not_best)
+        return pruned_top_n([source], Q, n, 2 * (n + counts), exclude, (best_q, best, best_scores))
+
+    @cached_property
+    def _global_rank(self) -> np.ndarray:
+        """Each item's place in the best-seller list (``n_items`` for items never bought)."""
+        rank = np.full(self.n_items, self.n_items, np.int64)
+        rank[self._global] = np.arange(len(self._global))
+        return rank
 
     @cached_property  # built by the first single-query recall (threads racing to it build equal copies)
     def _groups(self) -> ItemGroups:
