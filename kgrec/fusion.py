@@ -15,7 +15,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from kgrec.errors import ConfigError
-from kgrec.routes._common import Rows
+from kgrec.routes._common import Rows, ranked
 from kgrec.routes.base import Evidence, member
 
 
@@ -226,20 +226,20 @@ def fuse_rows(results: Mapping[str, Rows], k: int, config: FusionConfig = Fusion
         for q in np.flatnonzero(learned).tolist():
             values[starts[q]:starts[q + 1]] = apply(config.model, X[starts[q]:starts[q + 1]])
         fused[take] = values
-    order = np.lexsort((items, -fused, key_row))  # per query best first; ties → lower index
-    ranked_row, ranked = key_row[order], items[order]
+    order = ranked(key_row, fused, items)  # per query best first; ties → lower index
+    ranked_row, best = key_row[order], items[order]
     ptr = np.searchsorted(ranked_row, np.arange(n_rows + 1))
     shares = (config.cold_quota > 0 and is_cold is not None) or (config.tail_quota > 0 and is_head is not None)
     if config.quotas or shares:
         lists = {r: p for r, p in results.items() if r in config.quotas}
-        chosen = [_apply_quotas(ranked[ptr[q]:ptr[q + 1]], k, {r: p.row(q) for r, p in lists.items()}, config,
+        chosen = [_apply_quotas(best[ptr[q]:ptr[q + 1]], k, {r: p.row(q) for r, p in lists.items()}, config,
                                 is_head, is_cold) for q in range(n_rows)]
         counts = np.array([len(c) for c in chosen], np.int64)
         out_ids = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
         out_rows = np.repeat(np.arange(n_rows), counts)
     else:
-        take = np.arange(len(ranked)) - ptr[ranked_row] < k
-        out_ids, out_rows = ranked[take], ranked_row[take]
+        take = np.arange(len(best)) - ptr[ranked_row] < k
+        out_ids, out_rows = best[take], ranked_row[take]
         counts = np.bincount(out_rows, minlength=n_rows)
     out_scores = fused[np.searchsorted(keys, (out_rows << 32) | out_ids)].astype(np.float32)
     return Rows(np.r_[0, np.cumsum(counts)], out_ids.astype(np.int64), out_scores)

@@ -125,11 +125,11 @@ def test_pruned_and_whole_product_chunks(small):
     """KG and popular prune per chunk unless a chunk's whole product is small: both give the same lists."""
     users = _users(small)
     ref = per_user_lists(small, users, 300)
-    saved = {name: small.routes[name].direct_entries for name in ("kg", "popular")}
+    saved = {name: small.routes[name].chunk_direct_entries for name in ("kg", "popular")}
     try:
         for direct in (0, 10**9):
             for name in saved:
-                small.routes[name].direct_entries = direct
+                small.routes[name].chunk_direct_entries = direct
             got = small.route_lists(users, 300)
             assert [sorted(d) for d in got] == [sorted(d) for d in ref]
             for a, b in zip(got, ref):
@@ -138,7 +138,7 @@ def test_pruned_and_whole_product_chunks(small):
                     assert np.array_equal(a[name][0], b[name][0]) and np.array_equal(a[name][1], b[name][1])
     finally:
         for name, v in saved.items():
-            small.routes[name].direct_entries = v
+            small.routes[name].chunk_direct_entries = v
 
 
 @pytest.mark.parametrize("which", ["tiny", "small"])

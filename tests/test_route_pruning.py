@@ -109,8 +109,8 @@ def test_chunk_recall_equals_single_query_recall(graph, make):
     route = make(kg, R)
     qs = queries(cat, R)
     for direct in (0, 10**9):
-        if hasattr(route, "direct_entries"):
-            route.direct_entries = direct
+        if hasattr(route, "chunk_direct_entries"):
+            route.chunk_direct_entries = direct
         for n in (1, 5, 40, 300):
             rows = route.recall_rows(qs, n)
             assert rows.ids.dtype == np.int64 and rows.scores.dtype == np.float32

@@ -41,9 +41,9 @@ from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
     GroupSource, ItemGroups, Names, Rows, SeedExpansionRoute, best_groups, cap_columns, category_depth,
     check_interactions, excluded, exclusion_keys, item_buyers, leaf_ancestors, nth_best, pair_terms, pruned_top_n,
-    row_positions, row_product, seed_matrix, seed_row,
+    row_positions, row_product, seed_matrix, seed_row, union,
 )
-from kgrec.routes.base import Evidence, Query, RouteUnavailable, member, seed_weights, top_n
+from kgrec.routes.base import EMPTY_IDS, Evidence, Query, RouteUnavailable, member, seed_weights, top_n
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class KGRoute(SeedExpansionRoute):
 
     name = "kg"
     direct_entries = 20_000  # single-query recall: below this many products, the whole product beats pruning
+    chunk_direct_entries = 1_000  # the same per query of a chunk (pruning a chunk costs less per query)
 
     def __init__(self, kg: KnowledgeGraph, R: sp.spmatrix, via: Sequence[str] = VIAS,
                  weights: Mapping[str, float] | None = None, levels: int = 1, decay: float = 0.5,
@@ -181,20 +182,20 @@ class KGRoute(SeedExpansionRoute):
         all queries in one sparse product; items of a query's brands by their (brand, categories) group, whose
         terms are computed pair by pair (:func:`pair_terms`); the other items by their categories' group, terms
         from one product with the category node weights; then :func:`pruned_top_n`. A chunk whose whole product
-        is small (``direct_entries`` per query) takes that product instead."""
+        is small (``chunk_direct_entries`` per query) takes that product instead."""
         if n <= 0 or not len(queries):
             return Rows.empty(len(queries))
         Q = len(queries)
         W = seed_matrix(queries, self.n_items, self.recency)
         A = W @ self.up  # node weights, each row in the order the product with down_t sums them
         exclude, counts = exclusion_keys(queries)
-        if np.diff(self.down_t.indptr)[A.indices].sum() <= self.direct_entries * Q:
+        if np.diff(self.down_t.indptr)[A.indices].sum() <= self.chunk_direct_entries * Q:
             return super().recall_rows(queries, n)
         rows = np.repeat(np.arange(Q, dtype=np.int64), np.diff(A.indptr))
         brand = A.indices < self._brand_nodes
         by_all, by_category = self._groups
         pos, lens = row_positions(by_all.node_ptr, A.indices[brand])  # groups that hold a query's brand
-        pairs = np.unique((np.repeat(rows[brand], lens) << 32) | by_all.node_groups[pos])
+        pairs = union((np.repeat(rows[brand], lens) << 32) | by_all.node_groups[pos], EMPTY_IDS)
         q1, g1 = pairs >> 32, pairs & 0xFFFFFFFF
         t1 = pair_terms(A, q1, g1, by_all)
         nz = t1 != 0

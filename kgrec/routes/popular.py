@@ -38,6 +38,7 @@ class PopularRoute(SeedExpansionRoute):
 
     name = "popular"
     direct_entries = 10_000  # single-query recall: below this many products, the whole product beats pruning
+    chunk_direct_entries = 1_000  # the same per query of a chunk (pruning a chunk costs less per query)
 
     def __init__(self, kg: KnowledgeGraph, R: sp.spmatrix, per_category: bool = True, levels: int = 2,
                  decay: float = 0.1, global_weight: float = 0.03, recency: float = 1.0,
@@ -123,7 +124,7 @@ class PopularRoute(SeedExpansionRoute):
         """:meth:`recall` for a chunk of queries, pruned as it is (the same lists, to the bit): the category
         shares of all queries and their groups' terms in two sparse products, the global best-sellers of each
         query with their exact scores, then :func:`pruned_top_n`. A chunk whose whole product is small
-        (``direct_entries`` per query) takes that product instead."""
+        (``chunk_direct_entries`` per query) takes that product instead."""
         if n <= 0 or not len(queries):
             return Rows.empty(len(queries))
         Q = len(queries)
@@ -132,7 +133,7 @@ class PopularRoute(SeedExpansionRoute):
         best_pos, best_lens = ranges(np.zeros(Q, np.int64), np.minimum(n + counts, len(self._global)))
         best = self._global[best_pos]  # each query's best-sellers, as many as _rank takes
         best_q = np.repeat(np.arange(Q, dtype=np.int64), best_lens)
-        if np.diff(self._near_t.indptr)[share.indices].sum() <= self.direct_entries * Q:
+        if np.diff(self._near_t.indptr)[share.indices].sum() <= self.chunk_direct_entries * Q:
             near = share @ self._near_t
             q = np.repeat(np.arange(Q, dtype=np.int64), np.diff(near.indptr))
             keys = np.sort((q << 32) | near.indices)
@@ -147,7 +148,10 @@ class PopularRoute(SeedExpansionRoute):
         group = T.indices.astype(np.int64)
         keys = (q << 32) | group
         by_key = np.argsort(keys)
-        best_terms = lookup(keys[by_key], T.data[by_key].astype(np.float64), (best_q << 32) | g.item_group[best], 0.0)
+        want = (best_q << 32) | g.item_group[best]
+        by_want = np.argsort(want)  # sorted needles: searchsorted narrows each search by the previous one
+        best_terms = np.empty(len(want))
+        best_terms[by_want] = lookup(keys[by_key], T.data[by_key].astype(np.float64), want[by_want], 0.0)
         best_scores = self.buyers[best] * (best_terms + self.global_weight)
         limit = n + counts
 
