@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kgrec.fusion import fuse_rows
-from kgrec.routes._common import Rows
+from kgrec.routes._common import Rows, ranges
 
 if TYPE_CHECKING:
     from kgrec.engine import KGRec
@@ -39,9 +39,31 @@ def route_rows(route, queries: list[Query], n: int) -> Rows:
                 np.concatenate([np.asarray(s, np.float32) for _, s in lists]))
 
 
+def user_queries(engine: KGRec, users: np.ndarray) -> list[Query]:
+    """``[engine.user_query(u) for u in users]``, the histories cut from the training arrays at once: only users
+    whose history repeats an item go through ``Histories.of`` (which keeps each item's latest place)."""
+    from kgrec.routes.base import Query
+
+    train = engine.train
+    users = np.asarray(users, np.int64)
+    known = np.maximum(users, 0)
+    starts = np.where(users >= 0, train.indptr[known], 0)
+    stops = np.where(users >= 0, train.indptr[known + 1], 0)
+    pos, lens = ranges(starts, stops)
+    rows = np.repeat(np.arange(len(users), dtype=np.int64), lens)
+    keys = np.sort((rows << 32) | train.items[pos])
+    repeats = np.zeros(len(users), bool)
+    repeats[keys[1:][keys[1:] == keys[:-1]] >> 32] = True
+    out = []
+    for u, a, b, again in zip(users.tolist(), starts.tolist(), stops.tolist(), repeats.tolist()):
+        history = train.of(u) if again else train.items[a:b]
+        out.append(Query(user=u, history=history, exclude=history))
+    return out
+
+
 def _chunks(engine: KGRec, users: np.ndarray, chunk: int):
     for start in range(0, len(users), chunk):
-        queries = [engine.user_query(u) for u in users[start:start + chunk].tolist()]
+        queries = user_queries(engine, users[start:start + chunk])
         warm = np.array([len(q.history) > 0 for q in queries], bool)
         yield start, queries, warm
 

@@ -153,3 +153,28 @@ def test_route_lists_equals_the_per_user_path(request, which):
                 assert list(a) == list(b)
                 for name in b:
                     assert np.array_equal(a[name][0], b[name][0]) and np.array_equal(a[name][1], b[name][1])
+
+
+@pytest.mark.parametrize("which", ["tiny", "small"])
+def test_user_queries_equal_user_query(request, which):
+    engine = request.getfixturevalue(which)
+    users = _users(engine, 400)
+    for got, u in zip(batch.user_queries(engine, users), users.tolist()):
+        ref = engine.user_query(u)
+        assert got.user == ref.user and np.array_equal(got.history, ref.history)
+        assert np.array_equal(got.exclude, ref.exclude) and got.history.dtype == ref.history.dtype
+
+
+def test_user_queries_with_repeated_items():
+    """A history that repeats an item keeps each item once, at its latest place (``Histories.of``)."""
+    from types import SimpleNamespace
+
+    from kgrec.engine import Histories
+
+    rng = np.random.default_rng(2)
+    user, item = rng.integers(0, 30, 300), rng.integers(0, 12, 300)
+    train = Histories.from_arrays(user, item, np.arange(300), 32, 12)  # users 30, 31: no history
+    queries = batch.user_queries(SimpleNamespace(train=train), np.r_[-1, np.arange(32)])
+    assert len(queries[0].history) == 0
+    for u, q in zip(range(32), queries[1:]):
+        assert np.array_equal(q.history, train.of(u)) and np.array_equal(q.exclude, train.of(u))

@@ -241,12 +241,24 @@ def top_n_rows(row: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: i
 
 def ranked(row: np.ndarray, scores: np.ndarray, items: np.ndarray) -> np.ndarray:
     """``np.lexsort((items, -scores, row))`` (row ascending, then best score, then lower item) for int64 ``row`` and
-    ``items`` (no item twice in a row) and ``scores`` (float32 ones non-negative), by sorts of int64 keys: several
-    times faster than ``lexsort`` on a few hundred thousand entries."""
+    ``items`` (no item twice in a row) and ``scores`` (float32 ones non-negative), by one sort of packed int64
+    keys (row, score rank, item) when they fit in 63 bits, else two: several times faster than ``lexsort``."""
+    if not len(row):
+        return np.zeros(0, np.int64)
     if scores.dtype == np.float32:
         worse = 0x7FFFFFFF - scores.view(np.int32).astype(np.int64)  # the bits of floats >= 0 sort as they do
-    else:
-        worse = np.unique(-scores, return_inverse=True)[1].ravel().astype(np.int64)
+        worse_bits = 31
+    else:  # dense rank of the scores, best first
+        by_score = np.argsort(-scores)
+        new = np.empty(len(scores), bool)
+        new[0] = True
+        np.not_equal(scores[by_score[1:]], scores[by_score[:-1]], out=new[1:])
+        worse = np.empty(len(scores), np.int64)
+        worse[by_score] = np.cumsum(new) - 1
+        worse_bits = int(worse.max()).bit_length()
+    item_bits = int(items.max()).bit_length()
+    if int(row.max()).bit_length() + worse_bits + item_bits <= 63:
+        return np.argsort((row << (worse_bits + item_bits)) | (worse << item_bits) | items)
     by_item = np.argsort((row << 32) | items)
     return by_item[np.argsort(((row << 32) | worse)[by_item], kind="stable")]
 
