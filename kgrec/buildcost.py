@@ -194,12 +194,15 @@ def stage_units(sizes: dict, config, text_dim: int = 384) -> dict[str, dict[str,
 
     - ``export``, ``kg``, ``popular``, ``load``: rows (nodes + edges);
     - ``encode``: items × text characters (capped at the encoder's ``max_length`` tokens);
-    - ``gcn``: work of one epoch (sparse propagation, text projection, softmax over the warm items or the
-      sampled negatives, validation ranking) — multiplied by the epochs in :func:`estimate`;
+    - ``gcn``: work of one epoch (per step: sparse propagation, text projection, softmax over the warm items
+      or the sampled negatives; then ranking the validation users), with the sizes ``train_gcn`` resolves
+      (:func:`kgrec.gcn_sizing.resolve`: ``"auto"`` neg / batch / steps / validation users) — multiplied by
+      the epochs in :func:`estimate` and capped by ``max_minutes``;
     - ``itemcf``: co-occurring pairs Σ n_u² plus items;
     - ``index``: items × vector dimensions, times log2(items) for HNSW (from 100k items on).
     """
     from graph_schema import BRAND, CATEGORY, INTERACTED, ITEM, USER
+    from kgrec.gcn_sizing import resolve, score_chunk
     from kgrec.index import EXACT_MAX_ITEMS, HNSW_DEFAULTS
     from kgrec.text import DEFAULT_MAX_LENGTH
 
@@ -208,14 +211,18 @@ def stage_units(sizes: dict, config, text_dim: int = 384) -> dict[str, dict[str,
     inter = c.get(INTERACTED.rel, 0)
     rows = sizes["rows"]
     g = _gcn_options(config)
-    dim, layers, batch = int(g["dim"]), int(g["layers"]), int(g["batch_size"])
+    dim, layers = int(g["dim"]), int(g["layers"])
+    # the catalog's interactions and items stand for the distinct training pairs and the warm items
+    size = resolve(max(inter, 1), items, items, loss=g["loss"], neg=g["neg"], batch_size=g["batch_size"],
+                   steps_per_epoch=g["steps_per_epoch"], valid_users=g["valid_users"])
+    batch, steps = size.batch_size, size.steps_per_epoch
     graph_edges = rows - sum(c.get(k, 0) for k in (USER, ITEM, BRAND, CATEGORY))
     adj = 2 * graph_edges
-    cands = items if g["neg"] is None else min(items, batch + int(g["neg"]))
-    steps = math.ceil(max(inter, 1) / batch)
+    cands = items if size.neg is None else min(items, 1 + size.neg)
     valid = float(g["valid"]) if isinstance(g["valid"], (int, float)) else 0.0
+    n_valid = valid * users if size.valid_users is None else min(valid * users, size.valid_users)
     epoch = (steps * 3 * (adj * dim * layers + items * text_dim * dim + batch * cands * dim)
-             + valid * users * items * dim)
+             + n_valid * items * dim)
     gcn_on = config.vectors == "gcn" and "ann" in config.routes and inter > 0
     nodes = items + users + c.get(BRAND, 0) + c.get(CATEGORY, 0)
     index_kind = config.index if config.index != "auto" else ("exact" if items < EXACT_MAX_ITEMS else "hnsw")
@@ -227,7 +234,9 @@ def stage_units(sizes: dict, config, text_dim: int = 384) -> dict[str, dict[str,
         "load": {"time": rows, "extra_mib": 0.0},
         "export": {"time": rows, "extra_mib": 0.0},
         "encode": {"time": items * min(sizes["text_chars"], max_chars), "extra_mib": 2 * items * text_dim * 4 / mib},
-        "gcn": {"time": epoch / 1e9, "extra_mib": (3 * batch * cands + 3 * (layers + 1) * nodes * dim) * 4 / mib},
+        "gcn": {"time": epoch / 1e9, "steps": steps,
+                "extra_mib": (3 * batch * cands + 3 * (layers + 1) * nodes * dim
+                              + min(n_valid, score_chunk(items)) * items) * 4 / mib},
         "itemcf": {"time": sizes["pairs"] + items, "extra_mib": 0.0},
         "kg": {"time": rows, "extra_mib": 0.0},
         "index": {"time": items * dims * (math.log2(max(items, 2)) if hnsw else 1.0),
@@ -301,6 +310,9 @@ def fit_costs(report: dict) -> dict:
                 n_epochs = b["gcn"].get("epochs_run") or 0
                 if not n_epochs:
                     continue
+                per_epoch = (b["gcn"].get("sizing") or {}).get("steps_per_epoch")
+                if b["gcn"].get("steps_run") and per_epoch:  # a time limit may have ended the last one early
+                    n_epochs = b["gcn"]["steps_run"] / per_epoch
                 t *= n_epochs
                 if b["gcn"].get("stopped") == "patience":
                     epochs.append(n_epochs)
@@ -396,9 +408,10 @@ def estimate(sizes: dict, config=None, costs: dict | None = None) -> list[StageE
             n_epochs = min(int(g["epochs"]), int(costs.get("gcn_typical_epochs") or g["epochs"]))
             seconds = ta + epoch * n_epochs
             limit = g.get("max_minutes")
-            if limit is not None and seconds > ta + limit * 60 + epoch:
-                seconds = ta + limit * 60 + epoch  # the limit is checked after each epoch
-                note.append(f"max_minutes={limit:g}, then the epoch ends ({format_seconds(epoch)} each)")
+            step = epoch / max(u.get("steps", 1), 1)
+            if limit is not None and seconds > ta + limit * 60 + step:
+                seconds = ta + limit * 60 + step  # checked after every step, the validation included
+                note.append(f"stopped by max_minutes={limit:g} ({format_seconds(epoch)} per epoch)")
             else:
                 note.append(f"~{n_epochs} epochs of {format_seconds(epoch)}")
         else:
