@@ -470,7 +470,7 @@ def pair_terms(A: sp.csr_matrix, rows: np.ndarray, groups: np.ndarray, g: ItemGr
     hit = key[at] == want
     pair, entry, pos = pair[hit], at[hit], pos[hit]
     values = g.weights[pos] * A.data[entry]
-    order = np.lexsort((entry, pair))  # each pair's products in the order of its row's entries
+    order = np.argsort((pair << 32) | entry)  # each pair's products in the order of its row's entries
     np.add.at(sums, pair[order], values[order])
     return sums
 
@@ -487,6 +487,10 @@ class GroupSource:
     factor: np.ndarray
     priority: np.ndarray
     keep: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+    def subset(self, at: np.ndarray) -> GroupSource:
+        """The source with pairs ``at`` only."""
+        return GroupSource(self.groups, self.q[at], self.group[at], self.factor[at], self.priority, self.keep)
 
     def heads(self) -> np.ndarray:
         """Each pair's best score (its group's first item)."""
@@ -511,7 +515,11 @@ def pruned_top_n(sources: Sequence[GroupSource], n_rows: int, n: int, need: np.n
     only those that can reach each row's top ``n``: first the best items of the pairs with the best heads,
     ``need[row]`` of them, give a floor (each row's ``n``-th best score among them, or 0); then each pair gives its
     items that pass the floor. The chunk form of the KG and popular routes' pruned single-query recall."""
-    extra = extra or (EMPTY_IDS, EMPTY_IDS, np.zeros(0, np.float32))
+    if extra is None:
+        extra = (EMPTY_IDS, EMPTY_IDS, np.zeros(0, np.float32))
+    else:  # the extra candidates' own floor rules out the pairs whose best item is below it
+        floor = _row_nth(*extra, n_rows, n, exclude)
+        sources = [s.subset(np.flatnonzero(s.heads() >= floor[s.q])) for s in sources]
     heads = [s.heads() for s in sources]
     q = np.concatenate([s.q for s in sources])
     # pairs by row, best head first (heads rounded to float32: any order gives a valid floor, this one a tight one)

@@ -4,8 +4,10 @@
 scores), best first, at most ``n`` long, never containing an item of ``query.exclude``.
 ``route.explain(query, item)`` returns the evidence for one item (empty when the route would not find it);
 fusion calls it only for the final candidates, so recall itself stays cheap. Routes that can batch offer
-``route.recall_many(queries, n)``: ``(Q, n)`` arrays, short rows padded with id -1 and score 0, and
-``route.explain_many(query, items)``: the evidence of each item, as ``explain`` gives it, in one call.
+``route.recall_rows(queries, n)``: every query's ``recall`` list for a chunk of queries, to the bit, as ragged
+arrays (:class:`~kgrec.routes._common.Rows`; what :mod:`kgrec.batch` uses), ``route.recall_many(queries, n)``:
+the same as ``(Q, n)`` arrays, short rows padded with id -1 and score 0, and ``route.explain_many(query,
+items)``: the evidence of each item, as ``explain`` gives it, in one call.
 """
 from __future__ import annotations
 
