@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from graph_schema import CATEGORY, IN_CATEGORY, ITEM
 from kgrec.graph import KnowledgeGraph
-from kgrec.routes.base import EMPTY_IDS, Query, member, seed_weights, top_n
+from kgrec.routes.base import EMPTY_IDS, Query, member, recency_weights, seed_weights, top_n
 
 TITLE_CHARS = 60
 TOPK_CELLS = 1 << 22  # padded cells per np.partition call in topk_csr
@@ -66,15 +66,14 @@ class Names:
 
 def seed_matrix(queries: Sequence[Query], n_items: int, recency: float) -> sp.csr_matrix:
     """Queries × items CSR of seed weights (recency-weighted histories, or the seed item)."""
-    rows, cols, vals = [], [], []
-    for q, query in enumerate(queries):
-        seeds, w = seed_weights(query, recency)
-        rows.append(np.full(len(seeds), q, np.int64))
-        cols.append(seeds)
-        vals.append(w)
-    if not rows:
+    if not len(queries):
         return sp.csr_matrix((0, n_items), dtype=np.float32)
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+    cols = [np.asarray(q.seeds(), np.int64) for q in queries]
+    lens = np.array([len(c) for c in cols], np.int64)
+    weights: dict[int, np.ndarray] = {}  # recency_weights by history length (the same numbers, computed once)
+    vals = [np.ones(1, np.float32) if q.item >= 0 else weights.get(n) if n in weights else
+            weights.setdefault(n, recency_weights(n, recency)) for q, n in zip(queries, lens.tolist())]
+    return sp.csr_matrix((np.concatenate(vals), (np.repeat(np.arange(len(queries)), lens), np.concatenate(cols))),
                          shape=(len(queries), n_items), dtype=np.float32)
 
 
