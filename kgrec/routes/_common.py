@@ -215,7 +215,7 @@ def top_n_rows(row: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: i
     row, items = np.asarray(row, np.int64), np.asarray(items, np.int64)
     keep = scores > 0
     if exclude is not None and len(exclude):
-        keep &= ~excluded_entries(row, items, exclude)
+        keep &= ~pair_member(row, items, exclude)
     row, items, scores = row[keep], items[keep], scores[keep]
     if len(row) > 1 and (row[1:] < row[:-1]).any():
         order = np.argsort(row, kind="stable")
@@ -262,16 +262,17 @@ def ranked(row: np.ndarray, scores: np.ndarray, items: np.ndarray) -> np.ndarray
     return by_item[np.argsort(((row << 32) | worse)[by_item], kind="stable")]
 
 
-def excluded_entries(row: np.ndarray, items: np.ndarray, exclude: np.ndarray) -> np.ndarray:
-    """Which entries ``(row, items)`` are among the keys ``exclude`` (sorted ``row << 32 | item``, non-empty): items
-    excluded from no row are ruled out by one look-up, the few others are searched for."""
-    excluded_items = exclude & 0xFFFFFFFF
-    marked = np.zeros(max(int(items.max(initial=0)), int(excluded_items.max())) + 1, bool)
-    marked[excluded_items] = True
-    out = marked[items]
+def pair_member(row: np.ndarray, values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Which pairs ``(row, values)`` (int64, values >= 0) are among ``keys`` (sorted ``row << 32 | value``,
+    non-empty), e.g. the items each query excludes: values in no key are ruled out by one look-up, the few others
+    are searched for."""
+    key_values = keys & 0xFFFFFFFF
+    marked = np.zeros(max(int(values.max(initial=0)), int(key_values.max())) + 1, bool)
+    marked[key_values] = True
+    out = marked[values]
     at = np.flatnonzero(out)
-    key = (row[at] << 32) | items[at]
-    out[at] = exclude[np.minimum(np.searchsorted(exclude, key), len(exclude) - 1)] == key
+    key = (row[at] << 32) | values[at]
+    out[at] = keys[np.minimum(np.searchsorted(keys, key), len(keys) - 1)] == key
     return out
 
 
@@ -464,10 +465,11 @@ def pair_terms(A: sp.csr_matrix, rows: np.ndarray, groups: np.ndarray, g: ItemGr
     entry_rows = np.repeat(np.arange(A.shape[0], dtype=np.int64), np.diff(A.indptr))
     key = (entry_rows << 32) | A.indices
     by_key = np.argsort(key)
-    want = (rows[pair] << 32) | g.nodes[pos]
-    at = by_key[np.minimum(np.searchsorted(key, want, sorter=by_key), len(key) - 1)]
-    hit = key[at] == want
-    pair, entry, pos = pair[hit], at[hit], pos[hit]
+    key = key[by_key]
+    nodes = g.nodes[pos]
+    found = np.flatnonzero(pair_member(rows[pair], nodes, key))  # the pair's row has the group's node
+    pair, pos = pair[found], pos[found]
+    entry = by_key[np.searchsorted(key, (rows[pair] << 32) | nodes[found])]
     values = g.weights[pos] * A.data[entry]
     order = np.argsort((pair << 32) | entry)  # each pair's products in the order of its row's entries
     np.add.at(sums, pair[order], values[order])
@@ -550,7 +552,7 @@ def _row_nth(row: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: int
     (:func:`nth_best` for many rows)."""
     v = np.where(scores > 0, scores, 0)
     if len(exclude):
-        v[excluded_entries(row, items, exclude)] = 0
+        v[pair_member(row, items, exclude)] = 0
     order = np.argsort(row, kind="stable")
     v = v[order]
     indptr = np.searchsorted(row[order], np.arange(n_rows + 1))

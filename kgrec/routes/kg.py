@@ -40,8 +40,8 @@ from graph_schema import BRAND, CATEGORY, HAS_BRAND, ITEM
 from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
     GroupSource, ItemGroups, Names, Rows, SeedExpansionRoute, best_groups, cap_columns, category_depth,
-    check_interactions, excluded, exclusion_keys, item_buyers, leaf_ancestors, nth_best, pair_terms, pruned_top_n,
-    row_positions, row_product, seed_matrix, seed_row, union,
+    check_interactions, excluded, exclusion_keys, item_buyers, leaf_ancestors, nth_best, pair_member, pair_terms,
+    pruned_top_n, row_positions, row_product, seed_matrix, seed_row, union,
 )
 from kgrec.routes.base import EMPTY_IDS, Evidence, Query, RouteUnavailable, member, seed_weights, top_n
 
@@ -207,7 +207,7 @@ class KGRoute(SeedExpansionRoute):
 
         def not_by_brand(q: np.ndarray, items: np.ndarray) -> np.ndarray:
             """Items of the query's brands come with their brand term from the first source."""
-            return ~member((q << 32) | by_all.item_group[items], pairs)
+            return ~pair_member(q, by_all.item_group[items], pairs) if len(pairs) else np.ones(len(items), bool)
 
         sources = [GroupSource(by_all, q1, g1, t1, self.prior),
                    GroupSource(by_category, q2, T2.indices.astype(np.int64), T2.data, self.prior, not_by_brand)]
