@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,8 @@ from kgrec.store import cypher
 
 Rows = list[list[Any]]
 DEFAULT_BATCH_SIZE = 10_000
+EXPORT_PAGE_ROWS = 100_000  # rows an export turns into numpy columns at a time
+SHARED_STRINGS = 100_000  # distinct values of an edge string column shared by an export
 
 
 # --- catalog tables <-> rows ------------------------------------------------------------------------------
@@ -70,43 +72,100 @@ def _batches(names: list[str], cols: list[list], size: int) -> Iterator[list[dic
         yield [dict(zip(names, row)) for row in zip(*(c[start:stop] for c in cols))]
 
 
-def _memory_column(values: Sequence, prop: Property) -> np.ndarray:
-    """A column read from a store, NULL replaced by the schema default, with the schema dtype."""
+def _memory_column(values: Sequence, prop: Property, strings: dict | None = None) -> np.ndarray:
+    """A column read from a store, NULL replaced by the schema default, with the schema dtype. String values
+    found in ``strings`` (a cache the caller keeps across pages) are shared rather than held once per row."""
     default = prop.default
     if prop.type == "STRING":
         arr = np.empty(len(values), dtype=object)
-        arr[:] = [default if v is None else str(v) for v in values]
+        values = [default if v is None else str(v) for v in values]
+        if strings is not None:
+            values = [_shared(strings, v) for v in values]
+        arr[:] = values
         return arr
     if prop.type == "DOUBLE":
         return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
     return np.array([default if v is None else int(v) for v in values], dtype=np.int64)
 
 
-def catalog_from_rows(node_rows: dict[str, Rows], edge_rows: dict[str, Rows], schema: Schema = SCHEMA,
-                      name: str = "store") -> Catalog:
-    """Build a :class:`Catalog` from rows shaped like :func:`cypher.node_rows` / :func:`cypher.edge_rows`.
+def _shared(strings: dict, v: str) -> str:
+    s = strings.get(v)
+    if s is None:
+        if len(strings) >= SHARED_STRINGS:
+            return v  # a column of mostly distinct values: sharing would only cost the dict
+        strings[v] = s = v
+    return s
+
+
+def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    if not parts:
+        return np.zeros(0, dtype=dtype)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _node_table(nt: NodeType, pages: Iterable[Rows]) -> NodeTable:
+    keys: list[np.ndarray] = []
+    cols: list[list[np.ndarray]] = [[] for _ in nt.properties]
+    for rows in pages:
+        if not rows:
+            continue
+        page = list(zip(*rows))
+        key = np.empty(len(rows), dtype=object)
+        key[:] = page[0]
+        keys.append(key)
+        for k, p in enumerate(nt.properties):
+            cols[k].append(_memory_column(page[k + 1], p))
+        del page, rows
+    key = _concat(keys, object)
+    order = np.argsort(key, kind="stable")  # by key: the same indices whatever order the store returns
+    ids = IdMap(key[order].tolist(), kind=nt.label)
+    if len(ids) != len(key):
+        raise StoreError(f"{nt.label}: {len(key) - len(ids)} duplicate keys in the store")
+    props = {}
+    for k, p in enumerate(nt.properties):
+        props[p.name] = _concat(cols[k], p.dtype)[order] if len(key) else _memory_column([], p)
+        cols[k] = []
+    return NodeTable(ids, props)
+
+
+def _edge_table(et: EdgeType, pages: Iterable[Rows], nodes: dict[str, NodeTable]) -> EdgeTable:
+    src_ids, dst_ids = nodes[et.src].ids, nodes[et.dst].ids
+    src: list[np.ndarray] = []
+    dst: list[np.ndarray] = []
+    cols: list[list[np.ndarray]] = [[] for _ in et.properties]
+    strings: list[dict] = [{} for _ in et.properties]  # edge strings (an interaction's kind) repeat a lot
+    for rows in pages:
+        if not rows:
+            continue
+        page = list(zip(*rows))
+        src.append(src_ids.indices(page[0]))
+        dst.append(dst_ids.indices(page[1]))
+        for k, p in enumerate(et.properties):
+            cols[k].append(_memory_column(page[k + 2], p, strings[k]))
+        del page, rows
+    s, d = _concat(src, np.int64), _concat(dst, np.int64)
+    del src, dst, strings
+    props = {p.name: _concat(cols[k], p.dtype) if len(s) else _memory_column([], p)
+             for k, p in enumerate(et.properties)}
+    del cols
+    sort_keys = [d] + [props[p.name] for p in reversed(et.properties) if p.type != "STRING"] + [s]
+    order = np.lexsort(sort_keys)
+    del sort_keys
+    return EdgeTable(s[order], d[order], {k: v[order] for k, v in props.items()})
+
+
+def catalog_from_pages(node_pages: Mapping[str, Iterable[Rows]], edge_pages: Mapping[str, Iterable[Rows]],
+                       schema: Schema = SCHEMA, name: str = "store") -> Catalog:
+    """Build a :class:`Catalog` from rows shaped like :func:`cypher.node_rows` / :func:`cypher.edge_rows`,
+    given per table as pages (lists of rows) that are read once, node tables first: each page becomes
+    numpy columns before the next is read, so the rows of a big table are never all held as Python lists.
 
     Nodes are ordered by key and edges by (source, properties, destination), so the same graph gives the
-    same indices whichever store it comes from and in whatever order the store returns rows.
+    same indices whichever store it comes from, in whatever order the store returns rows and however it
+    splits them into pages.
     """
-    nodes: dict[str, NodeTable] = {}
-    for nt in schema.nodes:
-        rows = sorted(node_rows.get(nt.label, []), key=lambda r: r[0])
-        cols = list(zip(*rows)) if rows else [()] * (1 + len(nt.properties))
-        ids = IdMap(cols[0], kind=nt.label)
-        if len(ids) != len(rows):
-            raise StoreError(f"{nt.label}: {len(rows) - len(ids)} duplicate keys in the store")
-        nodes[nt.label] = NodeTable(ids, {p.name: _memory_column(cols[k + 1], p) for k, p in enumerate(nt.properties)})
-    edges: dict[str, EdgeTable] = {}
-    for et in schema.edges:
-        rows = edge_rows.get(et.rel, [])
-        cols = list(zip(*rows)) if rows else [()] * (2 + len(et.properties))
-        src = nodes[et.src].ids.indices(cols[0]) if rows else np.zeros(0, np.int64)
-        dst = nodes[et.dst].ids.indices(cols[1]) if rows else np.zeros(0, np.int64)
-        props = {p.name: _memory_column(cols[k + 2], p) for k, p in enumerate(et.properties)}
-        sort_keys = [dst] + [props[p.name] for p in reversed(et.properties) if p.type != "STRING"] + [src]
-        order = np.lexsort(sort_keys) if rows else np.zeros(0, np.int64)
-        edges[et.rel] = EdgeTable(src[order], dst[order], {k: v[order] for k, v in props.items()})
+    nodes = {nt.label: _node_table(nt, node_pages.get(nt.label, ())) for nt in schema.nodes}
+    edges = {et.rel: _edge_table(et, edge_pages.get(et.rel, ()), nodes) for et in schema.edges}
     return Catalog(nodes, edges, name=name, schema=schema)
 
 
@@ -217,13 +276,22 @@ class GraphStore(ABC):
         out.update({et.rel: self._scalar(cypher.count_edges(et)) for et in self.schema.edges})
         return out
 
-    def export(self) -> KnowledgeGraph:
-        """Read every node and edge table of the schema back into a :class:`KnowledgeGraph`."""
-        node_rows = {nt.label: self._execute(cypher.node_rows(nt), {}, write=False, timeout=None)[1]
-                     for nt in self.schema.nodes}
-        edge_rows = {et.rel: self._execute(cypher.edge_rows(et, self.schema), {}, write=False, timeout=None)[1]
-                     for et in self.schema.edges}
-        return KnowledgeGraph(catalog_from_rows(node_rows, edge_rows, self.schema))
+    def export(self, *, page_rows: int = EXPORT_PAGE_ROWS) -> KnowledgeGraph:
+        """Read every node and edge table of the schema back into a :class:`KnowledgeGraph`, converting
+        ``page_rows`` rows at a time (the result does not depend on it)."""
+        if page_rows < 1:
+            raise StoreError(f"page_rows must be >= 1, got {page_rows}")
+        node_pages = {nt.label: self._pages(cypher.node_rows(nt), page_rows) for nt in self.schema.nodes}
+        edge_pages = {et.rel: self._pages(cypher.edge_rows(et, self.schema), page_rows) for et in self.schema.edges}
+        return KnowledgeGraph(catalog_from_pages(node_pages, edge_pages, self.schema))
+
+    def _pages(self, text: str, size: int) -> Iterator[Rows]:
+        """The rows of a read statement in lists of at most ``size``; the statement runs when the first page
+        is asked for. This default reads them all first; a backend that can hand rows over as it goes
+        overrides it."""
+        rows = self._execute(text, {}, write=False, timeout=None)[1]
+        for start in range(0, len(rows), size):
+            yield rows[start:start + size]
 
     def upsert(self, catalog: Catalog, *, batch_size: int = DEFAULT_BATCH_SIZE) -> dict[str, int]:
         """MERGE the catalog's nodes and edges in ``UNWIND $rows`` batches (idempotent; keeps what is

@@ -29,6 +29,7 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -356,11 +357,42 @@ class EmbeddedStore(GraphStore):
                 conn.set_query_timeout(0)
 
     def _run(self, conn, text: str, params: dict, timeout: float | None = None) -> tuple[list[str], Rows]:
-        try:
+        with self._errors(timeout):
             result = conn.execute(text, params)
             if isinstance(result, list):  # several statements: the last one answers
                 result = result[-1]
             return result.get_column_names(), _all_rows(result)
+
+    def _pages(self, text: str, size: int) -> Iterator[Rows]:
+        """Rows handed over ``size`` at a time as the result is read (an export never holds all the rows of
+        a big table as Python lists)."""
+        conn = self._connection(write=False)
+        with self._errors(None):
+            result = conn.execute(text, {})
+        try:
+            native = getattr(result, "_query_result", None)
+            if native is None or getattr(result, "as_dict", False) or not hasattr(native, "getNext"):
+                has_next, get_next = result.has_next, result.get_next
+            else:
+                has_next, get_next = native.hasNext, native.getNext
+            while True:
+                page: Rows = []
+                append = page.append
+                with self._errors(None):
+                    for _ in range(size):
+                        if not has_next():
+                            break
+                        append(get_next())
+                if not page:
+                    return
+                yield page
+        finally:
+            result.close()
+
+    @contextmanager
+    def _errors(self, timeout: float | None):
+        try:
+            yield
         except (RuntimeError, ValueError, TypeError) as e:  # ladybug's errors, parameter conversion included
             msg = str(e)
             if timeout is not None and "Interrupted" in msg:
