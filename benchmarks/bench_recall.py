@@ -21,8 +21,9 @@ Latency is timed on one thread (BLAS/OpenMP pools, faiss and torch limited to 1)
 history, after a warm-up; ``explain=False`` and ``explain=True`` alternate user by user so both see the same
 load. The per-stage breakdown (user query, each ``route.recall``, ``fuse``, building candidates) replays
 ``KGRec.recall`` step by step in a second pass over the same users. Batch throughput: ``recall_ids(users, k)``
-over all users (Scientific) or ``--batch-users`` of them (synthetic), with a ``ThreadPoolExecutor`` of 1 and 2
-workers, alternated ``--repeat`` times. The machine is shared: the 1-minute load average is recorded at the
+(batched by chunks of users, :mod:`kgrec.batch`) over all users (Scientific) or ``--batch-users`` of them
+(synthetic), with a ``ThreadPoolExecutor`` of 1 and 2 workers, alternated ``--repeat`` times; beside it the
+per-user path it replaced, on 1 thread over the first 1,000 of those users. The machine is shared: the 1-minute load average is recorded at the
 start and end of every section; compare figures of one run, not across runs made at different load.
 
 ``--profile`` samples ``recall`` (explain off, then on) with pyinstrument (if installed) and stores the
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import sys
 import time
@@ -186,13 +188,30 @@ def throughput(engine, users: np.ndarray, k: int, threads: tuple[int, ...], repe
     if len(threads) == 2:
         a, b = (out["best_users_per_s"][f"threads_{t}"] for t in threads)
         out["speedup_2_vs_1"] = round(b / a, 2)
+    out["per_user_path"] = per_user_path(engine, users[:1000], k)
     out["recall_many_users_per_s"] = batched_routes(engine, users, engine._n(k))
     return out
 
 
+def per_user_path(engine, users: np.ndarray, k: int) -> dict:
+    """Users/s (one thread) of the per-user path that ``recall_ids`` ran before it was batched (``kgrec.batch``):
+    ``route.recall`` per user and route, then ``fuse``; the baseline of the batched figures above, same run."""
+    start, cpu = time.perf_counter(), cpu_seconds()
+    names = tuple(engine.routes)
+    for u in users.tolist():
+        query = engine.user_query(u)
+        if len(query.history) == 0:
+            engine.routes["popular"].recall(query, k)
+        else:
+            engine._run(query, k, names)
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    return {"users": len(users), "users_per_s": round(len(users) / wall, 1),
+            "users_per_cpu_s": round(len(users) / cpu, 1), "load_average_1m": load_average()}
+
+
 def batched_routes(engine, users: np.ndarray, n: int) -> dict:
-    """Users/s of each route's batched ``recall_many`` (one thread) over the same users with history, next to
-    ``recall_ids`` (which calls ``route.recall`` user by user): what a batched engine path could reach."""
+    """Users/s of each route's batched ``recall_many`` (one thread) over the same users with history: each
+    route's share of the batched ``recall_ids``."""
     queries = [q for q in map(engine.user_query, users.tolist()) if len(q.history)]
     out = {"users_with_history": len(queries), "n": n}
     for name, route in engine.routes.items():
@@ -428,6 +447,16 @@ def summary(report: dict) -> dict:
     return out
 
 
+def merged(report: dict, old: dict) -> dict:
+    """``report`` with the sections it did not run taken from the earlier report ``old``; ``sections_from`` names
+    the command behind each section."""
+    made = old.get("sections_from") or {name: old["command"] for name in SECTIONS if name in old}
+    ran = [name for name in SECTIONS if name in report]
+    out = {**report, **{name: old[name] for name in SECTIONS if name in old and name not in report}}
+    out["sections_from"] = {**made, **{name: report["command"] for name in ran}}
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
@@ -455,6 +484,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None,
                    help="default benchmarks/results/recall.json (recall-quick.json with --quick)")
+    p.add_argument("--merge-into", type=Path, metavar="RECALL.json",
+                   help="keep the sections not run (--only) from this earlier report; each section records the "
+                        "command that made it (sections_from)")
     args = p.parse_args(argv)
     args.items = args.items or (100_000 if args.quick else 1_000_000)
     args.users = args.users or args.items
@@ -482,9 +514,11 @@ def main(argv=None) -> int:
         if name in args.only:
             report[name] = fn(args)
             gc.collect()
-    report["summary"] = summary(report)
     report["peak_rss_mib"] = round(peak_rss_mib(), 1)
     report["load_average_1m_at_end"] = load_average()
+    if args.merge_into:
+        report = merged(report, json.loads(args.merge_into.read_text()))
+    report["summary"] = summary(report)
     write_report(report, args.out)
     print("summary:", report["summary"])
     return 0

@@ -110,12 +110,17 @@ def recall_rows(report: dict, out: str = "benchmarks/results/recall.json") -> st
     """``benchmarks/results/recall.json`` (bench_recall.py) as rows of the README's Performance table: per-user
     fused recall latency and batch throughput against issue 6's targets, and HNSW search on the ann vectors."""
     t = report["targets"]
-    cmd = f"`{report['command'].replace('python3', 'python')}` → `{out}`"
+    made = report.get("sections_from", {})  # a report merged from runs of some sections (bench_recall --merge-into)
+
+    def command(section: str) -> str:
+        return f"`{made.get(section, report['command']).replace('python3', 'python')}` → `{out}`"
+
     rows = []
     for name in ("synthetic", "scientific"):
         sec = report.get(name)
         if not sec:
             continue
+        cmd = command(name)
         if name == "synthetic":
             d = sec["dataset"]
             what = (f"synthetic {d['n_items']:,} items / {d['n_users']:,} users / {d['n_interactions']:,} "
@@ -144,10 +149,15 @@ def recall_rows(report: dict, out: str = "benchmarks/results/recall.json") -> st
         verdict = (f"target ≥ {t['batch_users_per_s_2_threads']:,} users/s met" if b2 >= t["batch_users_per_s_2_threads"]
                    else f"**target ≥ {t['batch_users_per_s_2_threads']:,} users/s on 2 cores not met** "
                         f"({t['batch_users_per_s_2_threads'] / b2:.1f}× short)")
+        before = th.get("per_user_path")
+        before = (f"; the per-user path it replaced: {before['users_per_s']:,.0f} users/s on 1 thread "
+                  f"({before['users_per_cpu_s']:,.0f} per CPU-second against "
+                  f"{max(r['users_per_cpu_s'] for r in th['runs']['threads_1']):,.0f} batched)") if before else ""
         rows.append(
             f"| batch recall (`recall_ids`, k={th['k']}), {what}, {th['users']:,} users in chunks of 256 | "
             f"{best['threads_1']:,.0f} users/s on 1 thread, **{b2:,.0f}** on a pool of 2 "
-            f"({th.get('speedup_2_vs_1', 0):.2f}×); {verdict}; {load} | {cmd} |")
+            f"({th.get('speedup_2_vs_1', 0):.2f}×){before}; {verdict}; {load} | {cmd} |")
+    cmd = command("ann")
     for kind, sec in report.get("ann", {}).items():
         s = sec["search_ms"]["VectorIndex.search_exclude_10"]
         d, k = sec["dataset"], sec["k"]
