@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -177,19 +177,35 @@ def check_unchanged(path: str | os.PathLike, manifest: dict) -> None:
         raise ArtifactError(f"{path} was replaced by another save while it was being read; load it again")
 
 
+JSON_PAGE = 100_000  # values of a string column encoded at a time
+
+
+def _write_json_columns(path: Path, columns: dict[str, Sequence]) -> None:
+    """Write ``json.dumps(columns, ensure_ascii=False)`` (the same text) a page of values at a time, so a
+    column of a million titles is never one Python string."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("{")
+        for k, (name, values) in enumerate(columns.items()):
+            f.write(f"{', ' if k else ''}{json.dumps(name)}: [")
+            for start in range(0, len(values), JSON_PAGE):
+                page = json.dumps(list(values[start:start + JSON_PAGE]), ensure_ascii=False)
+                f.write(f"{', ' if start else ''}{page[1:-1]}")
+            f.write("]")
+        f.write("}")
+
+
 def save_catalog(catalog: Catalog, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"name": catalog.name}
     for n in catalog.schema.nodes:
         t = catalog.nodes[n.label]
-        strings = {p.name: list(t.props[p.name]) for p in n.properties if p.dtype == "object"}
-        (out / f"{n.label}.json").write_text(json.dumps({"ids": t.ids.ids, **strings}, ensure_ascii=False),
-                                             encoding="utf-8")
+        strings = {p.name: t.props[p.name] for p in n.properties if p.dtype == "object"}
+        _write_json_columns(out / f"{n.label}.json", {"ids": t.ids.ids, **strings})
         np.savez(out / f"{n.label}.npz", **{p.name: t.props[p.name] for p in n.properties if p.dtype != "object"})
     for e in catalog.schema.edges:
         t = catalog.edges[e.rel]
-        strings = {p.name: list(t.props[p.name]) for p in e.properties if p.dtype == "object"}
-        (out / f"{e.rel}.json").write_text(json.dumps(strings, ensure_ascii=False), encoding="utf-8")
+        strings = {p.name: t.props[p.name] for p in e.properties if p.dtype == "object"}
+        _write_json_columns(out / f"{e.rel}.json", strings)
         np.savez(out / f"{e.rel}.npz", src=t.src, dst=t.dst,
                  **{p.name: t.props[p.name] for p in e.properties if p.dtype != "object"})
     (out / "catalog.json").write_text(json.dumps(meta), encoding="utf-8")
