@@ -197,12 +197,13 @@ class Rows(NamedTuple):
 def exclusion_keys(queries: Sequence[Query]) -> tuple[np.ndarray, np.ndarray]:
     """The items each query must not get (:func:`excluded`) as sorted keys ``row << 32 | item``, and how many
     each query has."""
-    ex = [excluded(q) for q in queries]
-    counts = np.array([len(e) for e in ex], np.int64)
+    parts = [a for q in queries for a in (q.exclude, q.seeds())]  # excluded(q), without a concatenation per query
+    lens = np.array([len(a) for a in parts], np.int64)
+    counts = lens[0::2] + lens[1::2]
     if not counts.sum():
         return EMPTY_IDS, counts
-    keys = (np.repeat(np.arange(len(ex), dtype=np.int64), counts) << 32) | np.concatenate(ex).astype(np.int64)
-    return np.sort(keys), counts
+    rows = np.repeat(np.arange(2 * len(queries), dtype=np.int64) >> 1, lens)
+    return np.sort((rows << 32) | np.concatenate(parts).astype(np.int64)), counts
 
 
 def top_n_rows(row: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: int, n: int,

@@ -23,8 +23,8 @@ from graph_schema import CATEGORY, ITEM
 from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
     GroupSource, ItemGroups, Names, Rows, SeedExpansionRoute, best_groups, cap_columns, category_depth,
-    check_interactions, excluded, exclusion_keys, item_buyers, leaf_ancestors, lookup, nth_best, pruned_top_n, ranges,
-    row_product, seed_matrix, seed_row, top_n_rows,
+    check_interactions, excluded, exclusion_keys, item_buyers, leaf_ancestors, lookup, nth_best, pair_terms,
+    pruned_top_n, ranges, row_product, seed_matrix, seed_row, top_n_rows,
 )
 from kgrec.routes.base import EMPTY_IDS, EMPTY_SCORES, Evidence, Query, member, top_n
 
@@ -146,12 +146,10 @@ class PopularRoute(SeedExpansionRoute):
         T = share @ g.node_matrix
         q = np.repeat(np.arange(Q, dtype=np.int64), np.diff(T.indptr))
         group = T.indices.astype(np.int64)
-        keys = (q << 32) | group
-        by_key = np.argsort(keys)
-        want = (best_q << 32) | g.item_group[best]
-        by_want = np.argsort(want)  # sorted needles: searchsorted narrows each search by the previous one
-        best_terms = np.empty(len(want))
-        best_terms[by_want] = lookup(keys[by_key], T.data[by_key].astype(np.float64), want[by_want], 0.0)
+        best_group = g.item_group[best]
+        grouped = best_group >= 0  # the best-sellers' terms: T's entries for their groups (0 where T has none)
+        best_terms = np.zeros(len(best))
+        best_terms[grouped] = pair_terms(share, best_q[grouped], best_group[grouped], g).astype(np.float64)
         best_scores = self.buyers[best] * (best_terms + self.global_weight)
         limit = n + counts
 
