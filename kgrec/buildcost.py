@@ -234,8 +234,11 @@ def stage_units(sizes: dict, config, text_dim: int = 384) -> dict[str, dict[str,
         "load": {"time": rows, "extra_mib": 0.0},
         "export": {"time": rows, "extra_mib": 0.0},
         "encode": {"time": items * min(sizes["text_chars"], max_chars), "extra_mib": 2 * items * text_dim * 4 / mib},
+        # logits and their gradients; ~10 node × dim arrays live in a step (layers, fusion, gradients, Adam;
+        # measured at 1M items: 6.0 GiB in all); the adjacency (12 bytes a non-zero) three times (training, this
+        # epoch's, one being built); a block of validation scores
         "gcn": {"time": epoch / 1e9, "steps": steps,
-                "extra_mib": (3 * batch * cands + 3 * (layers + 1) * nodes * dim
+                "extra_mib": (3 * batch * cands + 10 * nodes * dim + 9 * adj
                               + min(n_valid, score_chunk(items)) * items) * 4 / mib},
         "itemcf": {"time": sizes["pairs"] + items, "extra_mib": 0.0},
         "kg": {"time": rows, "extra_mib": 0.0},
@@ -420,7 +423,12 @@ def estimate(sizes: dict, config=None, costs: dict | None = None) -> list[StageE
             note.append("every text (a cache_dir skips cached ones)")
         if sizes["rows"] > 1.5 * c.get("max_rows", math.inf):
             note.append("extrapolated")
-        out.append(StageEstimate(stage, seconds, ma + mb * sizes["rows"] + u["extra_mib"], "; ".join(note)))
+        peak = ma + mb * sizes["rows"] + u["extra_mib"]
+        if stage == "gcn" and out and math.isfinite(out[-1].peak_rss_mib):
+            # what the process holds when training starts (the stage before: encode or export) plus what training
+            # needs: the fitted line, from catalogs where both were small, grows too fast with the rows
+            peak = out[-1].peak_rss_mib + u["extra_mib"]
+        out.append(StageEstimate(stage, seconds, peak, "; ".join(note)))
     return out
 
 

@@ -240,12 +240,14 @@ def train_gcn(kg, train_user, train_item, text_vectors, *, train_seq=None, dim: 
         return time.perf_counter() + t_step + valid_s + t_fwd + t_adj > deadline
 
     model.train()
+    epoch_adj = adj
     for epoch in bar:
         if out_of_time():
             info["stopped"] = "time"
             break
         perm = rng.permutation(len(fit_pairs))
         total, done = 0.0, 0
+        epoch_adj = None  # the last epoch's adjacency goes before this one's is built
         epoch_adj, dropped = adj, np.zeros(graph.n_items, bool)
         if cold_dropout > 0:  # this epoch, some warm items look cold: no user edges, no residual
             dropped = warm & (rng.random(graph.n_items) < cold_dropout)
@@ -289,6 +291,7 @@ def train_gcn(kg, train_user, train_item, text_vectors, *, train_seq=None, dim: 
             (main + penalty).backward()
             opt.step()
             total += float(main.detach())
+            U = I = ue = main = penalty = logits = neg_s = None  # this step's activations go before the next one
             done += 1
             steps_run += 1
             t_step = time.perf_counter() - t0
@@ -321,6 +324,7 @@ def train_gcn(kg, train_user, train_item, text_vectors, *, train_seq=None, dim: 
                     max_minutes, len(info["loss"]), steps_run, info["best_epoch"])
     bar.close()
 
+    del opt, model, adj, epoch_adj  # the optimiser state and training graphs go before the final pass
     model = KGGCN.from_state(best_state)
     final = graph.with_user_items(v_user, v_item) if final_graph == "full" else graph
     with torch.no_grad():
