@@ -14,6 +14,7 @@ import pytest
 from kgrec import batch
 from kgrec.config import EngineConfig
 from kgrec.engine import KGRec
+from kgrec.errors import ConfigError
 from kgrec.fusion import FusionConfig
 from kgrec.fusion_model import fit
 from loaders import synthetic, tiny_catalog
@@ -178,3 +179,27 @@ def test_user_queries_with_repeated_items():
     assert len(queries[0].history) == 0
     for u, q in zip(range(32), queries[1:]):
         assert np.array_equal(q.history, train.of(u)) and np.array_equal(q.exclude, train.of(u))
+
+
+@pytest.mark.parametrize("which", ["tiny", "small"])
+def test_recall_many_gives_recall_lists_by_external_id(request, which):
+    engine = request.getfixturevalue(which)
+    ids = engine.catalog.users.ids[:60] + ["nobody-at-all"]  # an unknown user gets popular items, as recall
+    want = [[c.item_id for c in engine.recall(u, k=25, explain=False)] for u in ids]
+    assert engine.recall_many(ids, k=25) == want
+    assert engine.recall_many(iter(ids), k=25, threads=2) == want
+    assert engine.recall_many([], k=5) == []
+    # a route subset too; users without history still get popular items, as recall gives them
+    assert engine.recall_many(ids, k=10, routes=("kg",)) == [
+        [c.item_id for c in engine.recall(u, k=10, explain=False, routes=("kg",))] for u in ids]
+
+
+@pytest.mark.parametrize("threads", [0, -1, 65, 1.5, True, "2"])
+def test_bad_thread_counts_are_refused(tiny, threads):
+    with pytest.raises(ConfigError, match="threads="):
+        tiny.recall_ids(np.arange(3), 5, threads=threads)
+
+
+def test_recall_many_refuses_a_single_id(tiny):
+    with pytest.raises(ConfigError, match="list of user ids"):
+        tiny.recall_many("u0", k=5)
