@@ -92,16 +92,16 @@ def test_sampled_softmax_learns_on_a_small_catalog(small):
 
 def test_time_limit_is_honoured_inside_an_epoch(small):
     kg, user, item, seq, text = small
-    limit = 0.02  # minutes: far less than the ~700 steps of batch 4 one epoch takes here
+    limit = 0.03  # minutes, the setup included; an epoch of batch 1 is ~2,100 steps here
     t0 = time.perf_counter()
-    _, items, _, info = train_gcn(kg, user, item, text, train_seq=seq, epochs=50, batch_size=4, valid=0.2,
+    _, items, _, info = train_gcn(kg, user, item, text, train_seq=seq, epochs=50, batch_size=1, valid=0.2,
                                   **{**FAST, "max_minutes": limit})
     seconds = time.perf_counter() - t0
-    assert info["stopped"] == "time" and info["epochs_run"] == 1
-    assert 0 < info["steps_run"] < info["sizing"]["steps_per_epoch"]
-    assert seconds < limit * 60 + 1.0
-    # the partial epoch was validated and its model kept: the vectors are trained ones
-    assert len(info["valid_hr@50"]) == 1 and info["best_epoch"] == 0 and np.isfinite(items).all()
+    assert info["stopped"] == "time" and seconds < limit * 60 + 1.0
+    assert info["steps_run"] > 0 and info["steps_run"] % info["sizing"]["steps_per_epoch"] != 0  # mid-epoch
+    # the cut epoch was validated too, and the best model kept: the vectors are trained ones
+    assert len(info["valid_hr@50"]) == info["epochs_run"] >= 1 and info["best_epoch"] >= 0
+    assert np.isfinite(items).all()
 
 
 def test_validation_users_are_capped_by_a_seeded_sample(small):
