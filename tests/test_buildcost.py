@@ -41,7 +41,8 @@ def test_stage_meter_peak_belongs_to_the_stage_that_allocated():
     assert big["peak_rss_mib"] >= before + 0.9 * mib
     # the process peak is still the big stage's, but the small stage never held that memory
     assert small["peak_rss_mib"] <= big["peak_rss_mib"] - 0.5 * mib
-    assert set(meter.stats) == {"big", "small"} and small["seconds"] >= 0.2
+    # (process CPU time counts the sampler thread too, so the busy loop may end a little before 0.2 s of wall time)
+    assert set(meter.stats) == {"big", "small"} and small["seconds"] >= 0.15
 
 
 def test_engine_build_stats_are_logged_saved_and_loaded(tmp_path):
