@@ -39,10 +39,10 @@ import scipy.sparse as sp
 from graph_schema import BRAND, CATEGORY, HAS_BRAND, ITEM
 from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
-    GroupSource, ItemGroups, Names, Rows, SeedExpansionRoute, best_groups, cap_columns, category_depth,
-    check_interactions, excluded, exclusion_keys, item_buyers, leaf_ancestors, nth_best, pair_member, pair_terms,
-    pruned_top_n, row_positions, row_product, seed_matrix, seed_row, union,
+    Names, Rows, SeedExpansionRoute, cap_columns, category_depth, check_interactions, excluded, exclusion_keys,
+    item_buyers, leaf_ancestors, nth_best, pair_member, row_positions, row_product, seed_matrix, seed_row, union,
 )
+from kgrec.routes._groups import GroupSource, ItemGroups, best_groups, pair_terms, pruned_top_n
 from kgrec.routes.base import EMPTY_IDS, Evidence, Query, RouteUnavailable, member, seed_weights, top_n
 
 log = logging.getLogger(__name__)

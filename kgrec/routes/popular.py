@@ -22,10 +22,10 @@ import scipy.sparse as sp
 from graph_schema import CATEGORY, ITEM
 from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
-    GroupSource, ItemGroups, Names, Rows, SeedExpansionRoute, best_groups, cap_columns, category_depth,
-    check_interactions, excluded, exclusion_keys, item_buyers, leaf_ancestors, lookup, nth_best, pair_terms,
-    pruned_top_n, ranges, row_product, seed_matrix, seed_row, top_n_rows,
+    Names, Rows, SeedExpansionRoute, cap_columns, category_depth, check_interactions, excluded, exclusion_keys,
+    item_buyers, leaf_ancestors, lookup, nth_best, ranges, row_product, seed_matrix, seed_row, top_n_rows,
 )
+from kgrec.routes._groups import GroupSource, ItemGroups, best_groups, pair_terms, pruned_top_n
 from kgrec.routes.base import EMPTY_IDS, EMPTY_SCORES, Evidence, Query, member, top_n
 
 

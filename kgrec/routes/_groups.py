@@ -1,0 +1,271 @@
+"""Item groups: the pruning that lets one query, or a chunk of queries, of the KG and popular routes read only the
+items that can reach the top ``n``. Items with the same node weights form a group and share a term; the groups
+with the best first items set a score floor; each group gives only its items above it. The results equal the
+whole sparse product's to the bit (``tests/test_route_pruning.py``, ``tests/test_batch.py``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from kgrec.routes._common import Rows, pair_member, ranges, row_kth, row_positions, top_n_rows, union
+from kgrec.routes.base import EMPTY_IDS
+
+def ordered_sums(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: np.ndarray, nodes: np.ndarray,
+                 weights: np.ndarray) -> np.ndarray:
+    """For each of ``rows`` of the CSR arrays ``(data, indices, indptr)``: ``sum weights[c] * row[c]`` over the
+    row's entries whose column is one of ``nodes``, float32, summed in the order of ``nodes``: the row's entry
+    of the sparse product ``(nodes, weights) @ (rows)^T`` to the bit (see :func:`row_product`)."""
+    sums = np.zeros(len(rows), np.float32)
+    if not len(nodes):
+        return sums
+    pos, n = row_positions(indptr, rows)
+    col = indices[pos]
+    by_node = np.argsort(nodes)
+    rank = by_node[np.minimum(np.searchsorted(nodes, col, sorter=by_node), len(nodes) - 1)]
+    hit = nodes[rank] == col
+    owner = np.repeat(np.arange(len(rows), dtype=np.int64), n)[hit]
+    rank = rank[hit]
+    values = weights[rank] * data[pos][hit]
+    # np.add.at adds in array order: visiting entries by rank sums each row in the nodes' order
+    if (owner[1:] == owner[:-1]).any():
+        order = np.argsort(rank.astype(np.uint16) if len(nodes) < 2**16 else rank, kind="stable")
+        owner, values = owner[order], values[order]
+    np.add.at(sums, owner, values)
+    return sums
+
+
+class ItemGroups:
+    """Items grouped by their row of an items × nodes matrix ``M`` (the nodes through which a route reaches an
+    item, with weights), for pruned single-query recall.
+
+    Whatever the query, the items of one group get the same node term ``sum_c w[c] * M[g, c]``: the same
+    float32 products summed in the same order (:meth:`terms` computes it per group, as the sparse product does
+    per item). A route whose score is the term times an increasing function of an item's ``priority`` (its
+    buyers, a popularity prior) therefore only needs each group's first items by priority: :meth:`above` gives
+    those that may reach a score floor. On a category tree with one leaf per item, a group is a leaf (split
+    where a capped node keeps only some of its items).
+    """
+
+    def __init__(self, M: sp.csr_matrix, priority: np.ndarray, keep: np.ndarray | None = None) -> None:
+        M = sp.csr_matrix(M)
+        M.sort_indices()
+        lens = np.diff(M.indptr)
+        items = np.flatnonzero((lens > 0) if keep is None else (lens > 0) & keep)
+        width = int(lens.max(initial=0))
+        # one row per item: its length, nodes and weight bits, padded; equal rows make a group
+        pos, n = row_positions(M.indptr, items)
+        row = np.repeat(np.arange(len(items)), n)
+        k = pos - np.repeat(M.indptr[items].astype(np.int64), n)
+        sig = np.full((len(items), 1 + 2 * width), -1, np.int64)
+        sig[:, 0] = n
+        sig[row, 1 + k] = M.indices[pos]
+        sig[row, 1 + width + k] = M.data[pos].astype(np.float32).view(np.int32)
+        uniq, group = _unique_rows(sig)
+        self.n_groups = len(uniq)
+        self.item_group = np.full(M.shape[0], -1, np.int64)
+        self.item_group[items] = group
+        size = uniq[:, 0]
+        used = np.arange(width) < size[:, None]
+        self.ptr = np.r_[0, np.cumsum(size)].astype(np.int64)
+        self.nodes = uniq[:, 1:1 + width][used]
+        self.weights = uniq[:, 1 + width:][used].astype(np.int32).view(np.float32)
+        # nodes × groups with the groups' weights: a queries × nodes matrix times it gives each group's term as
+        # the sparse product gives each item's (chunks of queries, :meth:`SeedExpansionRoute.recall_rows`)
+        self.node_matrix = sp.csr_matrix((self.weights, (self.nodes, np.repeat(np.arange(len(uniq)), size))),
+                                         shape=(M.shape[1], len(uniq)))
+        self.node_ptr = self.node_matrix.indptr.astype(np.int64)
+        self.node_groups = self.node_matrix.indices.astype(np.int64)
+        # each group's items by priority, highest first (ties: lower index), and a key to search them by it
+        priority = np.asarray(priority)
+        order = np.lexsort((items, -priority[items], group))
+        self.items = items[order]
+        self.item_ptr = np.searchsorted(group[order], np.arange(len(uniq) + 1))
+        self._bits = _float_bits(priority[self.items])
+        self._key = (group[order] << 32) | (0x7FFFFFFF - self._bits)
+
+    def sizes(self, groups: np.ndarray) -> np.ndarray:
+        return self.item_ptr[groups + 1] - self.item_ptr[groups]
+
+    def terms(self, nodes: np.ndarray, weights: np.ndarray, reach: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """The groups that hold one of the nodes ``reach`` (default: ``nodes``), ascending, and their term for
+        node weights ``(nodes, weights)`` (in the order a sparse product sums them), float32; groups whose term
+        is 0 are left out, as a sparse product drops zero sums."""
+        reach = nodes if reach is None else reach
+        if not len(reach):
+            return EMPTY_IDS, np.zeros(0, np.float32)
+        pos, _ = row_positions(self.node_ptr, reach)
+        groups = union(self.node_groups[pos], EMPTY_IDS)
+        sums = ordered_sums(self.ptr, self.nodes, self.weights, groups, nodes, weights)
+        keep = sums != 0
+        return groups[keep], sums[keep]
+
+    def head(self, groups: np.ndarray) -> np.ndarray:
+        """The first item (highest priority) of each of ``groups``."""
+        return self.items[self.item_ptr[groups]]
+
+    def above(self, groups: np.ndarray, least: np.ndarray | None = None, most: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """The items of ``groups`` whose priority is at least ``least`` (one bound per group, a few just below it
+        too; ``None``: every item), at most ``most`` (per group) of them, and the index in ``groups`` of each one's
+        group."""
+        start, stop = self.item_ptr[groups], self.item_ptr[groups + 1]
+        if most is not None:
+            stop = np.minimum(stop, start + most)
+        if least is not None and len(groups):
+            bits = _float_bits(np.maximum(np.asarray(least, np.float64) * (1 - 1e-6), 0.0))
+            cut = np.flatnonzero(self._bits[stop - 1] < bits)  # groups not wholly above: search where to stop
+            stop[cut] = np.searchsorted(self._key, (groups[cut] << 32) | (0x7FFFFFFF - bits[cut]), side="right")
+        pos, n = ranges(start, stop)
+        return self.items[pos], np.repeat(np.arange(len(groups)), n)
+
+
+def best_groups(head_scores: Sequence[np.ndarray], sizes: Sequence[np.ndarray], need: int) -> list[np.ndarray]:
+    """Groups (one array of them per source) whose first items score best, as many as it takes to hold ``need``
+    items: read whole, they give a score floor close to the ``need``-th best score (see :func:`nth_best`)."""
+    scores, size = np.concatenate(head_scores), np.concatenate(sizes)
+    order = np.arange(len(scores))
+    if len(scores) > 64:  # most often the best 64 groups are enough: no need to sort them all
+        order = np.argpartition(-scores, 63)[:64]
+    order = order[np.argsort(-scores[order], kind="stable")]
+    if size[order].sum() < need and len(order) < len(scores):
+        order = np.argsort(-scores, kind="stable")
+    chosen = np.zeros(len(scores), bool)
+    chosen[order[:int(np.searchsorted(np.cumsum(size[order]), need)) + 1]] = True
+    return [np.flatnonzero(c) for c in np.split(chosen, np.cumsum([len(h) for h in head_scores])[:-1])]
+
+
+def pair_terms(A: sp.csr_matrix, rows: np.ndarray, groups: np.ndarray, g: ItemGroups) -> np.ndarray:
+    """For pairs ``(rows[p], groups[p])``: the term of group ``groups[p]`` for the node weights in row ``rows[p]``
+    of the queries × nodes CSR ``A`` (summed in the row's stored order, float32): the pair's entry of the sparse
+    product ``A @ g.node_matrix`` to the bit, without computing the other entries (see :func:`ordered_sums`)."""
+    sums = np.zeros(len(rows), np.float32)
+    pos, lens = row_positions(g.ptr, groups)
+    if not len(pos) or not A.nnz:
+        return sums
+    pair = np.repeat(np.arange(len(rows), dtype=np.int64), lens)
+    entry_rows = np.repeat(np.arange(A.shape[0], dtype=np.int64), np.diff(A.indptr))
+    key = (entry_rows << 32) | A.indices
+    by_key = np.argsort(key)
+    key = key[by_key]
+    nodes = g.nodes[pos]
+    found = np.flatnonzero(pair_member(rows[pair], nodes, key))  # the pair's row has the group's node
+    pair, pos = pair[found], pos[found]
+    entry = by_key[np.searchsorted(key, (rows[pair] << 32) | nodes[found])]
+    values = g.weights[pos] * A.data[entry]
+    order = np.argsort((pair << 32) | entry)  # each pair's products in the order of its row's entries
+    np.add.at(sums, pair[order], values[order])
+    return sums
+
+
+@dataclass
+class GroupSource:
+    """Candidates of a chunk of queries that come by item groups: pairs (query row ``q[p]``, group ``group[p]``
+    of ``groups``), each with a ``factor``; an item's score is ``priority[item] * factor`` (in their dtypes), so
+    a group's items score in its priority order. ``keep(q, items)``: which of them this source gives (None: all)."""
+
+    groups: ItemGroups
+    q: np.ndarray
+    group: np.ndarray
+    factor: np.ndarray
+    priority: np.ndarray
+    keep: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+    def subset(self, at: np.ndarray) -> GroupSource:
+        """The source with pairs ``at`` only."""
+        return GroupSource(self.groups, self.q[at], self.group[at], self.factor[at], self.priority, self.keep)
+
+    def heads(self) -> np.ndarray:
+        """Each pair's best score (its group's first item)."""
+        return self.priority[self.groups.head(self.group)] * self.factor
+
+    def read(self, at: np.ndarray, least: np.ndarray | None, most: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rows, items, scores)`` of the items of pairs ``at`` whose priority is at least ``least``, at most
+        ``most`` of them (per pair; ``None``: no bound)."""
+        items, k = self.groups.above(self.group[at], least, most)
+        pair = at[k]
+        q = self.q[pair]
+        if self.keep is not None:
+            ok = self.keep(q, items)
+            items, pair, q = items[ok], pair[ok], q[ok]
+        return q, items, self.priority[items] * self.factor[pair]
+
+
+def pruned_top_n(sources: Sequence[GroupSource], n_rows: int, n: int, need: np.ndarray, exclude: np.ndarray,
+                 extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Rows:
+    """:func:`top_n_rows` over the items of ``sources`` (and ``extra`` candidates ``(rows, items, scores)``), reading
+    only those that can reach each row's top ``n``: first the best items of the pairs with the best heads,
+    ``need[row]`` of them, give a floor (each row's ``n``-th best score among them, or 0); then each pair gives its
+    items that pass the floor. The chunk form of the KG and popular routes' pruned single-query recall."""
+    if extra is None:
+        extra = (EMPTY_IDS, EMPTY_IDS, np.zeros(0, np.float32))
+    else:  # the extra candidates' own floor rules out the pairs whose best item is below it
+        floor = _row_nth(*extra, n_rows, n, exclude)
+        sources = [s.subset(np.flatnonzero(s.heads() >= floor[s.q])) for s in sources]
+    heads = [s.heads() for s in sources]
+    q = np.concatenate([s.q for s in sources])
+    # pairs by row, best head first (heads rounded to float32: any order gives a valid floor, this one a tight one)
+    worse = 0x7FFFFFFF - np.concatenate(heads).astype(np.float32).view(np.int32).astype(np.int64)
+    order = np.argsort((q << 32) | worse)
+    size = np.concatenate([s.groups.sizes(s.group) for s in sources])[order]
+    qs = q[order]
+    total = np.cumsum(size)
+    start = np.searchsorted(qs, qs)  # first pair of each pair's row
+    before = total - size - np.where(start > 0, total[np.maximum(start - 1, 0)], 0)
+    most = np.zeros(len(q), np.int64)  # items read from each pair for the floor: a row's first need[row]
+    most[order] = np.maximum(need[qs] - before, 0)
+    offsets = np.cumsum([0] + [len(s.q) for s in sources])
+    parts = []
+    for s, a, b in zip(sources, offsets[:-1], offsets[1:]):
+        at = np.flatnonzero(most[a:b])
+        parts.append(s.read(at, None, most[a:b][at]))
+    floor = _row_nth(*(np.concatenate(x) for x in zip(*parts, extra)), n_rows, n, exclude)
+    parts = []
+    for s, h in zip(sources, heads):
+        live = np.flatnonzero(h >= floor[s.q])
+        parts.append(s.read(live, floor[s.q[live]] / s.factor[live].astype(np.float64)))
+    return top_n_rows(*(np.concatenate(x) for x in zip(*parts, extra)), n_rows, n, exclude)
+
+
+def _row_nth(row: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: int, n: int,
+             exclude: np.ndarray) -> np.ndarray:
+    """Per row: the ``n``-th best positive score of its candidates outside ``exclude`` (keys), 0 when fewer
+    (:func:`nth_best` for many rows)."""
+    v = np.where(scores > 0, scores, 0)
+    if len(exclude):
+        v[pair_member(row, items, exclude)] = 0
+    order = np.argsort(row, kind="stable")
+    v = v[order]
+    indptr = np.searchsorted(row[order], np.arange(n_rows + 1))
+    return row_kth(v, indptr, n, np.flatnonzero(np.diff(indptr) >= n))
+
+
+def _unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(x, axis=0, return_inverse=True)`` for an int64 matrix (the distinct rows in some order, and
+    the index of each row's), by a 64-bit hash of each row: much faster on a million rows; a hash collision
+    (checked) falls back to ``np.unique``."""
+    if not len(x):
+        return x, np.zeros(0, np.int64)
+    mult = np.random.default_rng(0).integers(1, 2**63, size=x.shape[1], dtype=np.int64) | 1
+    with np.errstate(over="ignore"):
+        h = (x * mult).sum(axis=1)
+    order = np.argsort(h, kind="stable")
+    hs, xs = h[order], x[order]
+    new = np.r_[True, hs[1:] != hs[:-1]]
+    if not (new[1:] | (xs[1:] == xs[:-1]).all(axis=1)).all():  # two different rows with one hash
+        uniq, inverse = np.unique(x, axis=0, return_inverse=True)
+        return uniq, inverse.ravel().astype(np.int64)
+    inverse = np.empty(len(x), np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return xs[new], inverse
+
+
+def _float_bits(x: np.ndarray) -> np.ndarray:
+    """The bits of float32 ``x`` (>= 0) as int64: they sort as the values do."""
+    return np.minimum(np.asarray(x, np.float64), np.finfo(np.float32).max).astype(np.float32).view(np.int32) \
+        .astype(np.int64)
