@@ -431,6 +431,9 @@ class KGRec:
                 np.save(tmp / "vectors.npy", self.vectors)
             if "itemcf" in self.routes:
                 sp.save_npz(tmp / "itemcf_sim.npz", self.routes["itemcf"].sim)
+            for name, index in _route_indexes(self.routes, self.gcn).items():
+                if index.kind != "exact":  # an HNSW / IVF build takes minutes at 1M items; exact is a copy
+                    index.save(tmp / f"index_{name}.npz")
             gcn_meta = None
             if self.gcn is not None:
                 np.save(tmp / "gcn_vectors.npy", self.gcn.item_vectors)
@@ -479,6 +482,7 @@ class KGRec:
                              "state_dict": {k: torch.from_numpy(z[k]) for k in z.files}}
                 gcn = GCNVectors(state, np.load(path / "gcn_vectors.npy", allow_pickle=False),
                                  manifest["gcn"].get("info", {}))
+            indexes = _saved_indexes(path, {"text": vectors, "gcn": gcn.item_vectors if gcn else None})
         except (OSError, KeyError, ValueError) as e:
             check_unchanged(path, manifest)
             raise ArtifactError(f"{path}: cannot read the artifact ({e}); rebuild it") from e
@@ -494,7 +498,8 @@ class KGRec:
                 raise ArtifactError(f"{path}: item vectors were made by text encoder {built!r}, but this "
                                     f"installation makes {encoder.name!r} from the saved config; rebuild the "
                                     "model (kgrec build) with this version")
-        routes, skipped = _make_routes(kg, config, train, vectors, encoder, None, {}, itemcf_sim=sim, gcn=gcn)
+        routes, skipped = _make_routes(kg, config, train, vectors, encoder, None, {}, itemcf_sim=sim, gcn=gcn,
+                                       indexes=indexes)
         engine = cls(kg, config, train, routes, skipped, vectors, encoder, gcn)
         engine.build_stats = manifest.get("build_stats") or {}  # what the build cost, as saved
         return engine
@@ -576,6 +581,25 @@ def _route_indexes(routes: dict, gcn: GCNVectors | None) -> dict:
         index = getattr(route, "index", None)
         if index is not None:
             out.setdefault("gcn" if name == "ann" and gcn is not None else "text", index)
+    return out
+
+
+def _saved_indexes(path: Path, vectors: dict) -> dict:
+    """The approximate (HNSW / IVF) indexes saved with a model, checked against the vectors they index, so that
+    loading does not rebuild them; a model saved without them (or with exact ones) rebuilds on load."""
+    from kgrec.index import VectorIndex
+
+    out = {}
+    for name, vecs in vectors.items():
+        file = path / f"index_{name}.npz"
+        if vecs is None or not file.exists():
+            continue
+        index = VectorIndex.load(file)
+        same_items = np.array_equal(np.sort(index.ids), np.arange(len(vecs)))
+        if len(index) != len(vecs) or index.dim != vecs.shape[1] or not same_items:
+            raise ArtifactError(f"{file}: the index holds {len(index)} vectors of {index.dim} dimensions, the model "
+                                f"{len(vecs)} of {vecs.shape[1]}; rebuild the model")
+        out[name] = index
     return out
 
 

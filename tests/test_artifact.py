@@ -101,3 +101,37 @@ def test_fingerprint_ignores_row_order_and_sees_every_value():
     other = Catalog({**cat.nodes, USER: NodeTable(renamed, users.props)}, dict(cat.edges), name=cat.name)
     assert other.fingerprint() != cat.fingerprint()
     assert other.fingerprint() == reference_fingerprint(other)
+
+
+# --- approximate indexes are saved with the model ------------------------------------------------------------
+def test_an_hnsw_index_is_saved_with_the_model_and_not_rebuilt_on_load(tmp_path, monkeypatch):
+    import kgrec.index
+    from kgrec.config import EngineConfig
+    from kgrec.engine import KGRec
+
+    engine = KGRec.build(tiny_catalog(), EngineConfig(index="hnsw", gcn={"epochs": 3}))
+    engine.add_items([{"item_id": "new1", "title": "Brushless impact drill 18V", "brand": "Boltix",
+                       "category_path": ["Tools", "Power Tools", "Drills"]}])  # a grown index is saved as grown
+    path = engine.save(tmp_path / "model")
+    assert sorted(p.name for p in path.glob("index_*.npz")) == ["index_gcn.npz", "index_text.npz"]
+
+    def rebuild(*args, **kwargs):
+        raise AssertionError("the saved index was rebuilt on load")
+
+    monkeypatch.setattr(kgrec.index, "make_index", rebuild)
+    loaded = KGRec.load(path)
+    for route in ("ann", "text"):
+        assert loaded.routes[route].index.kind == "hnsw"
+    for user in engine.catalog.users.ids:
+        assert [c.item_id for c in loaded.recall(user, k=8, explain=False)] == \
+            [c.item_id for c in engine.recall(user, k=8, explain=False)]
+    assert [c.item_id for c in loaded.similar_items("new1", k=5)] == [c.item_id for c in engine.similar_items("new1", k=5)]
+    assert loaded.search("impact drill", k=3)[0].item_id == engine.search("impact drill", k=3)[0].item_id
+
+
+def test_exact_indexes_are_not_saved_but_rebuilt(tmp_path):
+    from kgrec.engine import KGRec
+
+    path = KGRec.build(tiny_catalog()).save(tmp_path / "model")  # tiny: exact search
+    assert not list(path.glob("index_*.npz"))
+    assert KGRec.load(path).routes["ann"].index.kind == "exact"
