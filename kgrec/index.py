@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -235,12 +236,28 @@ class VectorIndex:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        raw = faiss.serialize_index(self.index)
         meta = json.dumps({"format": FORMAT_VERSION, "kind": self.kind, "faiss": faiss.__version__})
+        size = 0
+
+        def count(chunk: bytes) -> int:
+            nonlocal size
+            size += len(chunk)
+            return len(chunk)
+
+        # the np.savez layout, but the faiss bytes stream into the file: serialize_index would hold a copy of the
+        # index (and its growing buffer) in memory, gigabytes for an HNSW graph over 1M items
+        faiss.write_index(self.index, faiss.PyCallbackIOWriter(count))
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, faiss=np.asarray(raw, dtype=np.uint8), ids=self._ids, meta=np.array(meta))
+                with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+                    with z.open("faiss.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array_header_1_0(
+                            member, {"descr": "|u1", "fortran_order": False, "shape": (size,)})
+                        faiss.write_index(self.index, faiss.PyCallbackIOWriter(member.write))
+                    for name, arr in (("ids", self._ids), ("meta", np.array(meta))):
+                        with z.open(f"{name}.npy", "w", force_zip64=True) as member:
+                            np.lib.format.write_array(member, arr, allow_pickle=False)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
