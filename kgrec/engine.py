@@ -150,16 +150,14 @@ class KGRec:
         vectors, encoder, text_reason = None, None, None
         with StageMeter() as meter:  # seconds and peak RSS per stage: engine.build_stats
             if {"ann", "text"} & set(config.routes):
-                t0 = time.perf_counter()
                 with meter.stage("encode"):
                     vectors, encoder, text_reason = text or text_vectors(kg.catalog, config)
-                timings["encode"] = time.perf_counter() - t0
+                timings["encode"] = meter.stats["encode"]["seconds"]
             gcn = None
             if vectors is not None and config.vectors == "gcn" and "ann" in config.routes and train.matrix.nnz:
-                t0 = time.perf_counter()
                 with meter.stage("gcn"):
                     gcn = train_gcn_vectors(kg, train, vectors, config)
-                timings["gcn"] = time.perf_counter() - t0
+                timings["gcn"] = meter.stats["gcn"]["seconds"]
             routes, skipped = _make_routes(kg, config, train, vectors, encoder, text_reason, timings, gcn=gcn,
                                            meter=meter)
         engine = cls(kg, config, train, routes, skipped, vectors, encoder, gcn)
@@ -711,8 +709,7 @@ def _make_routes(kg: KnowledgeGraph, config: EngineConfig, train: Histories, vec
         wanted.append("popular")  # the fallback for users without history is always there
     meter = meter or StageMeter()
     for name in wanted:
-        t0 = time.perf_counter()
-        mark = meter.begin()
+        mark = meter.begin()  # (wall clock, CPU clock, peak RSS) at the start
         try:
             if name == "itemcf":
                 if R.nnz == 0:
@@ -750,7 +747,7 @@ def _make_routes(kg: KnowledgeGraph, config: EngineConfig, train: Histories, vec
             if isinstance(e, ConfigError) or not section:
                 raise
             raise ConfigError(f"[{name}] settings {section}: {e}") from e
-        timings[f"route:{name}"] = time.perf_counter() - t0
+        timings[f"route:{name}"] = time.perf_counter() - mark[0]
         meter.end(ROUTE_STAGE.get(name, name), mark)
     return routes, skipped
 

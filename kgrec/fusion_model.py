@@ -58,6 +58,8 @@ def feature_rows(items: np.ndarray, route: Sequence[str], at: np.ndarray, rank: 
     route entries: entry ``e`` of route ``route[e]`` places candidate ``items[at[e]]`` at ``rank[e]`` with
     ``scores[e]``, its list's best score being ``first[e]``. Candidates of one query or of many (the batched
     fusion); entries of routes the model does not know are ignored."""
+    from kgrec.fusion import _top  # what fusion's weighted mode divides by: one rule for both
+
     routes = model_routes(model)
     nr = len(routes)
     X = np.zeros((len(items), len(ROUTE_FEATURES) * nr + len(ITEM_FEATURES) + nr))
@@ -71,7 +73,7 @@ def feature_rows(items: np.ndarray, route: Sequence[str], at: np.ndarray, rank: 
         c = len(ROUTE_FEATURES) * j
         X[pos, c] = 1.0
         X[pos, c + 1] = -np.log1p(rank[e])
-        X[pos, c + 2] = s[e] / np.where(first[e] > 0, first[e], 1.0)
+        X[pos, c + 2] = s[e] / _top(first[e])
         X[pos, c + 3] = np.sign(s[e]) * np.log1p(np.abs(s[e]))
         X[pos, base + len(ITEM_FEATURES) + j] = cold[pos]
     if popularity is not None:
