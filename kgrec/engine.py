@@ -218,13 +218,15 @@ class KGRec:
         return fuse(results, k, self.config.fusion, self.is_head, self.is_cold, self.popularity)
 
     def _candidates(self, query: Query, ids, scores, hits, explain: bool) -> list[Candidate]:
+        ids = ids.tolist()
+        external = self.catalog.items.externals(ids)
+        if not explain:
+            return [Candidate(x, s, hits.get(i, {}), [], i) for x, i, s in zip(external, ids, scores.tolist())]
+        evidence = self._evidence(query, hits)
         out = []
-        ext = self.catalog.items
-        evidence = self._evidence(query, hits) if explain else {}
-        for i, s in zip(ids.tolist(), scores.tolist()):
+        for x, i, s in zip(external, ids, scores.tolist()):
             found = hits.get(i, {})
-            ev: list[Evidence] = [e for route in found for e in evidence[route][i]] if explain else []
-            out.append(Candidate(ext.external(i), s, found, ev, item=i))
+            out.append(Candidate(x, s, found, [e for route in found for e in evidence[route][i]], i))
         return out
 
     def _evidence(self, query: Query, hits: dict) -> dict[str, dict[int, list[Evidence]]]:

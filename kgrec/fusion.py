@@ -11,12 +11,13 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import numpy as np
 
 from kgrec.errors import ConfigError
 from kgrec.routes._common import Rows, ranked
-from kgrec.routes.base import Evidence, member
+from kgrec.routes.base import Evidence
 
 
 MODES = ("rrf", "weighted", "learned")
@@ -78,8 +79,7 @@ class FusionConfig:
         return replace(self, **kw)
 
 
-@dataclass(frozen=True)
-class RouteHit:
+class RouteHit(NamedTuple):
     """Where one route placed a candidate: rank (0 = best) and the route's own score."""
 
     rank: int
@@ -134,34 +134,37 @@ def fuse(results: RouteResults, k: int, config: FusionConfig = FusionConfig(),
              if len(ids)]  # the routes that found something, in results order
     if not lists:
         return np.zeros(0, np.int64), np.zeros(0, np.float32), {}
+    names = [r for r, _, _ in lists]
+    lens = np.array([len(i) for _, i, _ in lists])
+    starts = np.r_[0, np.cumsum(lens)]
+    ids = np.concatenate([i for _, i, _ in lists])
+    route_scores = np.concatenate([s for _, _, s in lists])
+    route_of = np.repeat(np.arange(len(lists)), lens)
+    rank = np.arange(len(ids)) - starts[route_of]
     if mode == "learned":
         from kgrec.fusion_model import score as learned_score
 
         items, scores = learned_score(results, config.model, popularity, is_cold)
-    else:
-        items, scores = _summed(lists, mode, config)
+        at = np.searchsorted(items, ids)
+    else:  # each entry's contribution, summed per item in route order (bincount adds in input order)
+        weights = np.array([config.weight(r) for r in names], np.float64)
+        tops = _top(np.array([s[0] for _, _, s in lists], np.float64))
+        items, at = np.unique(ids, return_inverse=True)
+        scores = np.bincount(at, weights=_contribution(mode, config, weights[route_of], rank, route_scores,
+                                                       tops[route_of]), minlength=len(items))
     order = np.lexsort((items, -scores))  # best first; ties → lower index, deterministic
-    ranked = items[order]
-    chosen = _apply_quotas(ranked, k, results, config, is_head, is_cold)
-    out_scores = scores[np.searchsorted(items, chosen)].astype(np.float32)  # both scorers give items ascending
+    chosen = _apply_quotas(items[order], k, results, config, is_head, is_cold)
+    where = np.searchsorted(items, chosen)  # both scorers give items ascending
+    out_scores = scores[where].astype(np.float32)
     # where each route placed the chosen items (only those: building records for every candidate costs more
     # than the fusion itself); a route listing an item twice keeps its last place, as a dict update would
+    taken = np.zeros(len(items), bool)
+    taken[where] = True
+    e = np.flatnonzero(taken[at])
     hits: dict[int, dict[str, RouteHit]] = {i: {} for i in chosen.tolist()}
-    for route, ids, route_scores in lists:
-        at = np.flatnonzero(member(ids, chosen))
-        for rank, i, s in zip(at.tolist(), ids[at].tolist(), route_scores[at].tolist()):
-            hits[i][route] = RouteHit(rank, s)
+    for r, place, i, s in zip(route_of[e].tolist(), rank[e].tolist(), ids[e].tolist(), route_scores[e].tolist()):
+        hits[i][names[r]] = RouteHit(place, s)
     return chosen, out_scores, hits
-
-
-def _summed(lists: list, mode: str, config: FusionConfig) -> tuple[np.ndarray, np.ndarray]:
-    """``(items, scores)`` of the ``rrf`` and ``weighted`` modes: each route's contribution per item (its
-    weight over ``rrf_k + rank``, or its weight times the score relative to the route's best), summed in
-    route order (bincount adds its weights in input order)."""
-    contribs = [_contribution(mode, config, config.weight(route), np.arange(len(ids)), scores, _top(scores[0]))
-                for route, ids, scores in lists]
-    items, at = np.unique(np.concatenate([ids for _, ids, _ in lists]), return_inverse=True)
-    return items, np.bincount(at, weights=np.concatenate(contribs), minlength=len(items))
 
 
 def _top(first):

@@ -103,6 +103,29 @@ def test_top_n_breaks_ties_at_the_cut_by_lower_index():
     assert ids.tolist() == [2, 3] and scores.tolist() == [2, 2]
 
 
+def ref_top_n(scores, n, exclude, candidates):
+    """The numpy ranking ``top_n`` compiled: positive, not excluded, score descending then lower index."""
+    keep = (scores > 0) & ~np.isin(candidates, exclude)
+    ids, sc = candidates[keep], scores[keep]
+    order = np.lexsort((ids, -sc))[:max(n, 0)]
+    return ids[order], sc[order].astype(np.float32)
+
+
+def test_top_n_equals_a_full_sort_with_ties_and_exclusions():
+    rng = np.random.default_rng(3)
+    for trial in range(300):
+        m = int(rng.integers(0, 400))
+        ids = rng.choice(10_000, m, replace=False)
+        scores = rng.integers(-2, 6, m).astype(np.float32) * rng.choice([1.0, 0.25], m).astype(np.float32)  # ties
+        if trial % 3 == 0:
+            scores = scores.astype(np.float64)
+        exclude = rng.choice(ids, int(rng.integers(0, max(m // 4, 1) + 1)), replace=True) if m else ids[:0]
+        for n in (0, 1, 7, 50, 500):
+            got, ref = top_n(scores, n, exclude, candidates=ids), ref_top_n(scores, n, exclude, ids)
+            assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1]), (trial, n)
+            assert got[0].dtype == np.int64 and got[1].dtype == np.float32
+
+
 def test_recency_weights():
     assert np.allclose(recency_weights(3, 0.0), 1.0)
     assert np.allclose(recency_weights(3, 1.0), np.exp([-2.0, -1.0, 0.0]))

@@ -4,13 +4,14 @@ A *seed-expansion* route scores items as ``w @ Op`` where ``w`` is a sparse row 
 query) and ``Op`` a sparse operator over items (item-CF similarities, item → KG node → item); recall and
 batched recall are then the same few lines for every such route.
 
-One query (``route.recall``) does not go through scipy: :func:`row_product` computes the same float32 sums with
-numpy without scipy's O(n_items) work per product, and the KG and popular routes read only the items that can
-reach the top ``n`` (:class:`~kgrec.routes._groups.ItemGroups`). Both give the batched path's results to the bit
-(``tests/test_route_pruning.py``).
+One query (``route.recall``) does not go through scipy: :func:`row_product` computes the same float32 sums in a
+compiled loop (:mod:`kgrec.routes._kernels`) without scipy's O(n_items) work per product, and the KG and popular
+routes read only the items that can reach the top ``n`` (:class:`~kgrec.routes._groups.ItemGroups`). Both give the
+batched path's results to the bit (``tests/test_route_pruning.py``).
 """
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -20,7 +21,8 @@ import scipy.sparse as sp
 
 from graph_schema import CATEGORY, IN_CATEGORY, ITEM
 from kgrec.graph import KnowledgeGraph
-from kgrec.routes.base import EMPTY_IDS, Query, member, recency_weights, seed_weights, top_n
+from kgrec.routes._kernels import sparse_row_product
+from kgrec.routes.base import EMPTY_IDS, Query, recency_weights, seed_weights, top_n
 
 TITLE_CHARS = 60
 TOPK_CELLS = 1 << 22  # padded cells per np.partition call in topk_csr
@@ -100,31 +102,32 @@ def row_positions(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.
     return ranges(indptr[rows], indptr[rows + 1])
 
 
-def row_product(cols: np.ndarray, vals: np.ndarray, B: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def row_product(cols: np.ndarray, vals: np.ndarray, B: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """``w @ B`` for one sparse row ``w`` (``cols``, ``vals`` in ``w``'s stored order) and a CSR ``B``.
 
-    The arithmetic of scipy's own product kernel, to the bit: float32 products, each column summed from 0 in
-    the order of ``w``'s entries (then of ``B``'s row), zero sums dropped. Unlike that kernel it does not
-    allocate and clear O(``B.shape[1]``) memory twice per call, which dominates one query on a 1M-item catalog.
-    Returns the result's columns (ascending), their sums, and the index of each column's first product (the
-    kernel emits columns last-first-seen first).
+    The arithmetic of scipy's own product kernel, to the bit, and its order: float32 products, each column summed
+    from 0 in the order of ``w``'s entries (then of ``B``'s row), columns last-first-seen first, zero sums
+    dropped (:func:`~kgrec.routes._kernels.sparse_row_product`). Unlike scipy it does not allocate and clear
+    O(``B.shape[1]``) memory twice per call, which dominates one query on a 1M-item catalog: the scratch space is
+    kept per thread. Returns the result's columns and their sums.
     """
-    pos, lens = row_positions(B.indptr, cols)
-    if not len(pos):
-        return EMPTY_IDS, np.zeros(0, np.float32), EMPTY_IDS
-    prod = np.repeat(np.asarray(vals, np.float32), lens) * B.data[pos]
-    # one sort by (column, product index): each column's products stay in product order, and np.add.at sums
-    # them one after the other, as the kernel does
-    key = (B.indices[pos].astype(np.int64) << 32) | np.arange(len(pos), dtype=np.int64)
-    key.sort()
-    col, at = key >> 32, key & 0xFFFFFFFF
-    new = np.empty(len(key), bool)
-    new[0] = True
-    np.not_equal(col[1:], col[:-1], out=new[1:])
-    sums = np.zeros(int(np.count_nonzero(new)), np.float32)
-    np.add.at(sums, np.cumsum(new) - 1, prod[at])
-    nz = sums != 0
-    return col[new][nz], sums[nz], at[new][nz]
+    acc, mark = _scratch(B.shape[1], B.dtype)
+    return sparse_row_product(B.indptr, B.indices, B.data, np.asarray(cols, np.int64), np.asarray(vals, B.dtype),
+                              acc, mark)
+
+
+_local = threading.local()
+
+
+def _scratch(n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's scratch arrays for :func:`row_product` (at least ``n`` long; the kernel leaves them zero)."""
+    key = np.dtype(dtype).str
+    have = getattr(_local, "arrays", None)
+    if have is None:
+        have = _local.arrays = {}
+    if key not in have or len(have[key][0]) < n:  # written once: pages mapped now, not on a query's first touch
+        have[key] = (np.full(n, 0, dtype), np.full(n, False))
+    return have[key]
 
 
 def union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -133,23 +136,6 @@ def union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     keep = np.ones(len(x), bool)
     np.not_equal(x[1:], x[:-1], out=keep[1:])
     return x[keep]
-
-
-def lookup(keys: np.ndarray, values: np.ndarray, at: np.ndarray, default: float) -> np.ndarray:
-    """``values[i]`` where ``keys[i] == at`` (``keys`` ascending), ``default`` where ``at`` is not a key."""
-    out = np.full(len(at), default, values.dtype)
-    if len(keys):
-        i = np.minimum(np.searchsorted(keys, at), len(keys) - 1)
-        hit = keys[i] == at
-        out[hit] = values[i[hit]]
-    return out
-
-
-def nth_best(items: np.ndarray, scores: np.ndarray, exclude: np.ndarray, n: int) -> float:
-    """The ``n``-th best positive score of ``items`` outside ``exclude``; 0 when fewer than ``n``. A floor for the
-    scores of a query's top ``n`` when ``items`` are some of its candidates, with their exact scores."""
-    ok = scores[(scores > 0) & ~member(items, exclude)]
-    return float(np.partition(ok, len(ok) - n)[len(ok) - n]) if len(ok) >= n else 0.0
 
 
 def excluded(query: Query) -> np.ndarray:

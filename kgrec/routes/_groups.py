@@ -1,41 +1,22 @@
 """Item groups: the pruning that lets one query, or a chunk of queries, of the KG and popular routes read only the
-items that can reach the top ``n``. Items with the same node weights form a group and share a term; the groups
-with the best first items set a score floor; each group gives only its items above it. The results equal the
-whole sparse product's to the bit (``tests/test_route_pruning.py``, ``tests/test_batch.py``).
+items that can reach the top ``n``. Items with the same node weights form a group and share a term. One query
+merges its groups' items, read in priority order, until no group can reach its top ``n`` (compiled,
+:func:`~kgrec.routes._kernels.merge_top`); a chunk of queries lets the groups with the best first items set a
+score floor, and each group gives only its items above it (:func:`pruned_top_n`). The results equal the whole
+sparse product's to the bit (``tests/test_route_pruning.py``, ``tests/test_batch.py``).
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
-from kgrec.routes._common import Rows, pair_member, ranges, row_kth, row_positions, top_n_rows, union
+from kgrec.routes._common import Rows, pair_member, ranges, row_kth, row_positions, top_n_rows
+from kgrec.routes._kernels import group_terms, stream_table
 from kgrec.routes.base import EMPTY_IDS
-
-def ordered_sums(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: np.ndarray, nodes: np.ndarray,
-                 weights: np.ndarray) -> np.ndarray:
-    """For each of ``rows`` of the CSR arrays ``(data, indices, indptr)``: ``sum weights[c] * row[c]`` over the
-    row's entries whose column is one of ``nodes``, float32, summed in the order of ``nodes``: the row's entry
-    of the sparse product ``(nodes, weights) @ (rows)^T`` to the bit (see :func:`row_product`)."""
-    sums = np.zeros(len(rows), np.float32)
-    if not len(nodes):
-        return sums
-    pos, n = row_positions(indptr, rows)
-    col = indices[pos]
-    by_node = np.argsort(nodes)
-    rank = by_node[np.minimum(np.searchsorted(nodes, col, sorter=by_node), len(nodes) - 1)]
-    hit = nodes[rank] == col
-    owner = np.repeat(np.arange(len(rows), dtype=np.int64), n)[hit]
-    rank = rank[hit]
-    values = weights[rank] * data[pos][hit]
-    # np.add.at adds in array order: visiting entries by rank sums each row in the nodes' order
-    if (owner[1:] == owner[:-1]).any():
-        order = np.argsort(rank.astype(np.uint16) if len(nodes) < 2**16 else rank, kind="stable")
-        owner, values = owner[order], values[order]
-    np.add.at(sums, owner, values)
-    return sums
 
 
 class ItemGroups:
@@ -45,8 +26,9 @@ class ItemGroups:
     Whatever the query, the items of one group get the same node term ``sum_c w[c] * M[g, c]``: the same
     float32 products summed in the same order (:meth:`terms` computes it per group, as the sparse product does
     per item). A route whose score is the term times an increasing function of an item's ``priority`` (its
-    buyers, a popularity prior) therefore only needs each group's first items by priority: :meth:`above` gives
-    those that may reach a score floor. On a category tree with one leaf per item, a group is a leaf (split
+    buyers, a popularity prior) therefore only needs each group's first items by priority: a group is a stream of
+    falling scores (``table``: one row per group for :func:`~kgrec.routes._kernels.merge_top`), and :meth:`above`
+    gives the items that may reach a score floor. On a category tree with one leaf per item, a group is a leaf (split
     where a capped node keeps only some of its items).
     """
 
@@ -79,11 +61,15 @@ class ItemGroups:
                                          shape=(M.shape[1], len(uniq)))
         self.node_ptr = self.node_matrix.indptr.astype(np.int64)
         self.node_groups = self.node_matrix.indices.astype(np.int64)
+        self.node_weights = self.node_matrix.data.astype(np.float32)
+        self._local = threading.local()
         # each group's items by priority, highest first (ties: lower index), and a key to search them by it
         priority = np.asarray(priority)
         order = np.lexsort((items, -priority[items], group))
         self.items = items[order]
+        self.item_priority = priority[self.items]  # beside the items: a query reading a group reads both
         self.item_ptr = np.searchsorted(group[order], np.arange(len(uniq) + 1))
+        self.table = stream_table(self.item_ptr, self.items, self.item_priority)
         self._bits = _float_bits(priority[self.items])
         self._key = (group[order] << 32) | (0x7FFFFFFF - self._bits)
 
@@ -98,15 +84,18 @@ class ItemGroups:
         reach = nodes if reach is None else reach
         if not len(reach):
             return EMPTY_IDS, np.zeros(0, np.float32)
-        pos, _ = row_positions(self.node_ptr, reach)
-        groups = union(self.node_groups[pos], EMPTY_IDS)
-        sums = ordered_sums(self.ptr, self.nodes, self.weights, groups, nodes, weights)
-        keep = sums != 0
-        return groups[keep], sums[keep]
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:  # scratch arrays per thread (the kernel leaves them cleared), written once so that
+            # their pages are mapped now rather than on a query's first touch (np.zeros maps them lazily)
+            scratch = self._local.scratch = (np.full(self.n_groups, 0, np.float32), np.full(self.n_groups, False),
+                                             np.full(len(self.node_ptr) - 1, 0, np.int64))
+        return group_terms(self.node_ptr, self.node_groups, self.node_weights, self.ptr, self.nodes, self.weights,
+                           np.asarray(nodes, np.int64), np.asarray(weights, np.float32), np.asarray(reach, np.int64),
+                           *scratch)
 
     def head(self, groups: np.ndarray) -> np.ndarray:
         """The first item (highest priority) of each of ``groups``."""
-        return self.items[self.item_ptr[groups]]
+        return self.table[groups, 2]
 
     def above(self, groups: np.ndarray, least: np.ndarray | None = None, most: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -124,25 +113,11 @@ class ItemGroups:
         return self.items[pos], np.repeat(np.arange(len(groups)), n)
 
 
-def best_groups(head_scores: Sequence[np.ndarray], sizes: Sequence[np.ndarray], need: int) -> list[np.ndarray]:
-    """Groups (one array of them per source) whose first items score best, as many as it takes to hold ``need``
-    items: read whole, they give a score floor close to the ``need``-th best score (see :func:`nth_best`)."""
-    scores, size = np.concatenate(head_scores), np.concatenate(sizes)
-    order = np.arange(len(scores))
-    if len(scores) > 64:  # most often the best 64 groups are enough: no need to sort them all
-        order = np.argpartition(-scores, 63)[:64]
-    order = order[np.argsort(-scores[order], kind="stable")]
-    if size[order].sum() < need and len(order) < len(scores):
-        order = np.argsort(-scores, kind="stable")
-    chosen = np.zeros(len(scores), bool)
-    chosen[order[:int(np.searchsorted(np.cumsum(size[order]), need)) + 1]] = True
-    return [np.flatnonzero(c) for c in np.split(chosen, np.cumsum([len(h) for h in head_scores])[:-1])]
-
-
 def pair_terms(A: sp.csr_matrix, rows: np.ndarray, groups: np.ndarray, g: ItemGroups) -> np.ndarray:
     """For pairs ``(rows[p], groups[p])``: the term of group ``groups[p]`` for the node weights in row ``rows[p]``
     of the queries × nodes CSR ``A`` (summed in the row's stored order, float32): the pair's entry of the sparse
-    product ``A @ g.node_matrix`` to the bit, without computing the other entries (see :func:`ordered_sums`)."""
+    product ``A @ g.node_matrix`` to the bit, without computing the other entries (the chunk form of
+    :meth:`ItemGroups.terms`)."""
     sums = np.zeros(len(rows), np.float32)
     pos, lens = row_positions(g.ptr, groups)
     if not len(pos) or not A.nnz:
@@ -235,7 +210,7 @@ def pruned_top_n(sources: Sequence[GroupSource], n_rows: int, n: int, need: np.n
 def _row_nth(row: np.ndarray, items: np.ndarray, scores: np.ndarray, n_rows: int, n: int,
              exclude: np.ndarray) -> np.ndarray:
     """Per row: the ``n``-th best positive score of its candidates outside ``exclude`` (keys), 0 when fewer
-    (:func:`nth_best` for many rows)."""
+    (the floor of :func:`pruned_top_n`)."""
     v = np.where(scores > 0, scores, 0)
     if len(exclude):
         v[pair_member(row, items, exclude)] = 0

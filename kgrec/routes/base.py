@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 import scipy.sparse as sp
 
+from kgrec.routes._kernels import best_n
+
 if TYPE_CHECKING:
     from kgrec.catalog import Catalog
 
@@ -83,25 +85,13 @@ def member(values: np.ndarray, of: np.ndarray) -> np.ndarray:
 def top_n(scores: np.ndarray, n: int, exclude: np.ndarray | None = None,
           candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Best ``n`` entries of a score vector (dense over items, or over ``candidates``), positive scores only,
-    excluded items dropped, best first; ties broken by the lower item index so results are deterministic."""
+    excluded items dropped, best first; ties broken by the lower item index so results are deterministic
+    (:func:`~kgrec.routes._kernels.best_n`)."""
     if candidates is None:
         candidates = np.arange(len(scores), dtype=np.int64)
-    keep = scores > 0
-    if exclude is not None and len(exclude):
-        keep &= ~member(candidates, exclude)
-    ids, sc = candidates[keep], scores[keep]
-    if n <= 0 or len(ids) == 0:
-        return EMPTY_IDS, EMPTY_SCORES
-    if len(ids) > n:
-        # everything above the n-th best score is in; items tied with it are taken by the lowest index
-        kth = -np.partition(-sc, n - 1)[n - 1]
-        above = np.flatnonzero(sc > kth)
-        tied = np.flatnonzero(sc == kth)
-        tied = tied[np.argsort(ids[tied], kind="stable")[: n - len(above)]]
-        sel = np.concatenate([above, tied])
-        ids, sc = ids[sel], sc[sel]
-    order = np.lexsort((ids, -sc))
-    return ids[order].astype(np.int64, copy=False), sc[order].astype(np.float32, copy=False)
+    exclude = EMPTY_IDS if exclude is None else np.sort(np.asarray(exclude, np.int64).ravel())
+    ids, sc = best_n(np.asarray(candidates), np.asarray(scores), exclude, int(n))
+    return ids, sc.astype(np.float32)
 
 
 def recency_weights(length: int, decay: float = 0.0) -> np.ndarray:

@@ -269,8 +269,7 @@ class ItemCFRoute(SeedExpansionRoute):
         return (W @ self.sim).tocsr()
 
     def _expand_row(self, cols: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ids, scores, _ = row_product(cols, vals, self.sim)
-        return ids, scores
+        return row_product(cols, vals, self.sim)
 
     def neighbors(self, item: int, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` most similar items to ``item``, best first (``(ids, scores)``)."""

@@ -40,10 +40,11 @@ from graph_schema import BRAND, CATEGORY, HAS_BRAND, ITEM
 from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
     Names, Rows, SeedExpansionRoute, cap_columns, category_depth, check_interactions, excluded, exclusion_keys,
-    item_buyers, leaf_ancestors, nth_best, pair_member, row_positions, row_product, seed_matrix, seed_row, union,
+    item_buyers, leaf_ancestors, pair_member, row_positions, row_product, seed_matrix, seed_row, union,
 )
-from kgrec.routes._groups import GroupSource, ItemGroups, best_groups, pair_terms, pruned_top_n
-from kgrec.routes.base import EMPTY_IDS, Evidence, Query, RouteUnavailable, member, seed_weights, top_n
+from kgrec.routes._groups import GroupSource, ItemGroups, pair_terms, pruned_top_n
+from kgrec.routes._kernels import merge_top
+from kgrec.routes.base import EMPTY_IDS, Evidence, Query, RouteUnavailable, seed_weights
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,6 @@ class KGRoute(SeedExpansionRoute):
     """
 
     name = "kg"
-    direct_entries = 20_000  # single-query recall: below this many products, the whole product beats pruning
     chunk_direct_entries = 1_000  # the same per query of a chunk (pruning a chunk costs less per query)
 
     def __init__(self, kg: KnowledgeGraph, R: sp.spmatrix, via: Sequence[str] = VIAS,
@@ -139,43 +139,21 @@ class KGRoute(SeedExpansionRoute):
     def recall(self, query: Query, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The batched path's result, from only the items that can reach the top ``n``. Items are grouped
         (:class:`ItemGroups`) by brand and categories, and the items of none of the query's brands by
-        categories alone; within a group the score is the group's term times the prior, so the groups with the
-        best first items set a score floor and each group gives only its items whose prior lifts them over it."""
+        categories alone; within a group the score is the group's term times the prior, so each group, read in
+        prior order, is a stream of falling scores, and :func:`merge_top` reads each only as far as it can still
+        reach the top ``n``."""
         row = seed_row(query, self.recency) if n > 0 else None
         if row is None:
             return self._recall_batch([query], n)[0]
-        nodes, weights, first = row_product(*row, self.up)
-        order = np.argsort(-first)  # the node weights in the order scipy's product leaves them (see row_product)
-        nodes, weights = nodes[order], weights[order]
-        exclude = excluded(query)
-        if (self.down_t.indptr[nodes + 1] - self.down_t.indptr[nodes]).sum() <= self.direct_entries:
-            ids, scores, _ = row_product(nodes, weights, self.down_t)  # a small expansion: the whole product
-            return top_n(scores * self.prior[ids], n, exclude, candidates=ids)
+        nodes, weights = row_product(*row, self.up)  # in the order scipy's product leaves them
         brand = nodes < self._brand_nodes
         by_all, by_category = self._groups
-        sources = [(by_all, *by_all.terms(nodes, weights, reach=nodes[brand])),  # items of the query's brands
-                   (by_category, *by_category.terms(nodes[~brand], weights[~brand]))]  # the others: no brand term
-        brand_groups = sources[0][1]
-
-        def read(at: Sequence[np.ndarray], least: Sequence[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
-            """Items of the sources' ``groups[at]`` (above ``least``), with their scores."""
-            items, scores = [], []
-            for (g, groups, terms), a, bound in zip(sources, at, least):
-                found, k = g.above(groups[a], bound)
-                if g is by_category:  # items of the query's brands come with their brand term from by_all
-                    other = ~member(by_all.item_group[found], brand_groups)
-                    found, k = found[other], k[other]
-                items.append(found)
-                scores.append(terms[a][k] * self.prior[found])  # float32, as the batched path's S.data *= prior
-            return np.concatenate(items), np.concatenate(scores)
-
-        heads = [terms * self.prior[g.head(groups)] for g, groups, terms in sources]  # each group's best score
-        need = 2 * (n + len(exclude))
-        floor = nth_best(*read(best_groups(heads, [g.sizes(gr) for g, gr, _ in sources], need), (None, None)),
-                         exclude, n)
-        live = [np.flatnonzero(h >= floor) for h in heads]
-        items, scores = read(live, [floor / t[a].astype(np.float64) for (_, _, t), a in zip(sources, live)])
-        return top_n(scores, n, exclude, candidates=items)
+        g1, t1 = by_all.terms(nodes, weights, reach=nodes[brand])  # items of the query's brands
+        g2, t2 = by_category.terms(nodes[~brand], weights[~brand])  # the others: no brand term
+        ids, scores = merge_top(by_all.items, by_all.item_priority, by_all.table, g1, t1.astype(np.float64),
+                                by_category.items, by_category.item_priority, by_category.table, g2,
+                                t2.astype(np.float64), True, True, by_all.item_group, g1, np.sort(excluded(query)), n)
+        return ids, scores.astype(np.float32)  # float32 products: exact
 
     def recall_rows(self, queries: Sequence[Query], n: int) -> Rows:
         """:meth:`recall` for a chunk of queries, pruned as it is (the same lists, to the bit): the node weights of

@@ -23,9 +23,10 @@ from graph_schema import CATEGORY, ITEM
 from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
     Names, Rows, SeedExpansionRoute, cap_columns, category_depth, check_interactions, excluded, exclusion_keys,
-    item_buyers, leaf_ancestors, lookup, nth_best, ranges, row_product, seed_matrix, seed_row, top_n_rows,
+    item_buyers, leaf_ancestors, ranges, row_product, seed_matrix, seed_row, top_n_rows,
 )
-from kgrec.routes._groups import GroupSource, ItemGroups, best_groups, pair_terms, pruned_top_n
+from kgrec.routes._groups import GroupSource, ItemGroups, pair_terms, pruned_top_n
+from kgrec.routes._kernels import merge_top, stream_table
 from kgrec.routes.base import EMPTY_IDS, EMPTY_SCORES, Evidence, Query, member, top_n
 
 
@@ -37,7 +38,6 @@ class PopularRoute(SeedExpansionRoute):
     """
 
     name = "popular"
-    direct_entries = 10_000  # single-query recall: below this many products, the whole product beats pruning
     chunk_direct_entries = 1_000  # the same per query of a chunk (pruning a chunk costs less per query)
 
     def __init__(self, kg: KnowledgeGraph, R: sp.spmatrix, per_category: bool = True, levels: int = 2,
@@ -54,6 +54,10 @@ class PopularRoute(SeedExpansionRoute):
         self.buyers = item_buyers(R)
         order = np.lexsort((np.arange(self.n_items), -self.buyers))
         self._global = order[self.buyers[order] > 0]  # bought items, most bought first
+        self._global_buyers = self.buyers[self._global]
+        # the best-sellers as one stream (group 0 of a second source), factor global_weight
+        self._whole = stream_table(np.array([0, len(self._global)]), self._global, self._global_buyers)
+        self._one, self._global_factor = np.zeros(1, np.int64), np.full(1, float(global_weight))
         # seeds -> categories they are under; candidates: items whose leaf is d steps below a category
         self._under = leaf_ancestors(kg, range(category_depth(kg) + 1))
         self._under.data[:] = 1.0
@@ -83,42 +87,23 @@ class PopularRoute(SeedExpansionRoute):
         inv = np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)
         weights = inv * vals  # diags(inv) @ W: float32 products, zeros dropped, columns last-first-seen first
         nz = np.flatnonzero(weights)[::-1]
-        cats, shares, first = row_product(cols[nz], weights[nz], self._under)
-        order = np.argsort(-first)
-        return cats[order], shares[order]
+        return row_product(cols[nz], weights[nz], self._under)
 
     def recall(self, query: Query, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The batched path's result, from only the items that can reach the top ``n``. Items with the same
-        category weights form a group (:class:`ItemGroups`) and score ``buyers * (term + global_weight)``, so a
-        group's most bought items come first: the global best-sellers and the groups with the best first items
-        set a score floor, and each group gives only its items with enough buyers to pass it."""
+        category weights form a group (:class:`ItemGroups`) and score ``buyers * (term + global_weight)``, so each
+        group, read in buyers order, is a stream of falling scores; so is the best-seller list (score
+        ``buyers * global_weight``, for items outside the query's groups). :func:`merge_top` merges the streams and
+        reads each only as far as it can still reach the top ``n``."""
         share = self._share_row(query) if n > 0 else None
         if share is None:
             return self._recall_batch([query], n)[0]
-        exclude = excluded(query)
-        cats, shares = share
-        if (self._near_t.indptr[cats + 1] - self._near_t.indptr[cats]).sum() <= self.direct_entries:
-            ids, terms, _ = row_product(cats, shares, self._near_t)  # a small expansion: the whole product
-            return self._rank(ids, terms, exclude, n)
         g = self._groups
-        groups, terms = g.terms(cats, shares)
-        factor = terms.astype(np.float64) + self.global_weight  # the batched path's buyers * (term + weight)
-        best = self._global[:n + len(exclude)]
-        best_scores = self.buyers[best] * (lookup(groups, terms.astype(np.float64), g.item_group[best], 0.0)
-                                           + self.global_weight)
-
-        def read(at: np.ndarray, least: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-            """Items of ``groups[at]`` (above ``least``) not among the best-sellers, with their scores."""
-            items, k = g.above(groups[at], least)
-            new = ~member(items, best)
-            return items[new], self.buyers[items[new]] * factor[at[k[new]]]
-
-        heads = self.buyers[g.head(groups)] * factor  # a group's best score
-        items, scores = read(best_groups([heads], [g.sizes(groups)], 2 * (n + len(exclude)))[0], None)
-        floor = nth_best(np.concatenate([best, items]), np.concatenate([best_scores, scores]), exclude, n)
-        live = np.flatnonzero(heads >= floor)
-        items, scores = read(live, floor / factor[live])
-        return top_n(np.concatenate([best_scores, scores]), n, exclude, candidates=np.concatenate([best, items]))
+        groups, terms = g.terms(*share)
+        ids, scores = merge_top(g.items, g.item_priority, g.table, groups, terms + np.float64(self.global_weight),
+                                self._global, self._global_buyers, self._whole, self._one, self._global_factor, True,
+                                False, g.item_group, groups, np.sort(excluded(query)), n)  # then the best-sellers
+        return ids, scores.astype(np.float32)
 
     def recall_rows(self, queries: Sequence[Query], n: int) -> Rows:
         """:meth:`recall` for a chunk of queries, pruned as it is (the same lists, to the bit): the category

@@ -1,0 +1,286 @@
+"""Compiled kernels (numba) of single-query recall for the routes that prune by item groups (KG, popular).
+
+One query touches a few hundred groups and reads a few hundred items; done with numpy, that is dozens of small
+array calls per route, each costing more in dispatch than in work. These loops do the same arithmetic, in the
+same float order, as the sparse products of the batched path (``tests/test_route_pruning.py`` checks the lists
+to the bit):
+
+- :func:`group_terms`: each reached group's term ``sum_c w[c] * M[g, c]``, float32, summed in the query's node
+  order (the order in which scipy's product kernel sums a row);
+- :func:`merge_top`: the best ``n`` items of many streams, each stream a group's items in priority order with a
+  factor (score = priority × factor), merged with a heap: a group is read only as far as its items can still
+  reach the top ``n``.
+
+Compiled on first use and cached on disk (``cache=True``: next to this file, or numba's user cache directory when
+that is read-only); ``nogil`` so threads answering queries run them in parallel.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+def stream_table(ptr: np.ndarray, items: np.ndarray, priority: np.ndarray) -> np.ndarray:
+    """One row per stream ``items[ptr[g]:ptr[g + 1]]`` for :func:`merge_top`: start, stop, first item, and the
+    first item's priority as float64 bits (exact for int64 counts below 2**53 and for float32), int64."""
+    start, stop = ptr[:-1], ptr[1:]
+    first = np.minimum(start, max(len(items) - 1, 0))
+    table = np.empty((len(start), 4), np.int64)
+    table[:, 0], table[:, 1] = start, stop
+    table[:, 2] = items[first] if len(items) else -1
+    table[:, 3] = (priority[first].astype(np.float64) if len(items) else np.zeros(len(start))).view(np.int64)
+    return table
+
+
+@njit(cache=True, nogil=True)
+def _entries(ptr, rows):  # pragma: no cover
+    """Entries in ``rows`` of a CSR with row pointers ``ptr``."""
+    count = 0
+    for r in rows:
+        count += ptr[r + 1] - ptr[r]
+    return count
+
+
+@njit(cache=True, nogil=True)
+def _touch(ptr, index, rows, mark):  # pragma: no cover
+    """The distinct columns of ``rows`` of a CSR (``ptr``, ``index``), in the order first seen; marks them."""
+    seen = np.empty(_entries(ptr, rows), np.int64)
+    m = 0
+    for r in rows:
+        for e in range(ptr[r], ptr[r + 1]):
+            j = index[e]
+            if not mark[j]:
+                mark[j] = True
+                seen[m] = j
+                m += 1
+    return seen[:m]
+
+
+@njit(cache=True, nogil=True)
+def group_terms(node_ptr, node_groups, node_weights, ptr, group_nodes, group_weights, nodes, weights, reach, acc,
+                mark, node_pos):  # pragma: no cover
+    """Groups holding one of the nodes ``reach`` (ascending) and their terms for node weights ``(nodes, weights)``
+    (float32, summed in the order of ``nodes``), zero terms dropped. The groups' weights come twice: as a nodes ×
+    groups CSR (``node_ptr``, ``node_groups``, ``node_weights``) and as a groups × nodes one (``ptr``,
+    ``group_nodes``, ``group_weights``); the kernel reads whichever touches fewer entries (node by node when
+    ``reach`` is all of ``nodes``; group by group when it is a few nodes of many groups, e.g. a query's brands
+    among its categories). ``acc`` (float32) and ``mark`` (bool), one per group, and ``node_pos`` (one per node)
+    are scratch space, zero on entry and on return."""
+    touched = np.sort(_touch(node_ptr, node_groups, reach, mark))
+    if _entries(node_ptr, nodes) <= _entries(ptr, touched):
+        for i in range(len(nodes)):
+            c = nodes[i]
+            w = weights[i]
+            for e in range(node_ptr[c], node_ptr[c + 1]):
+                g = node_groups[e]
+                if mark[g]:
+                    acc[g] += w * node_weights[e]
+    else:
+        for i in range(len(nodes)):
+            node_pos[nodes[i]] = i + 1
+        width = 0
+        for g in touched:
+            width = max(width, ptr[g + 1] - ptr[g])
+        at = np.empty(width, np.int64)
+        for g in touched:
+            k = 0
+            for e in range(ptr[g], ptr[g + 1]):  # the group's nodes among the query's, in the query's order
+                p = node_pos[group_nodes[e]]
+                if p > 0:
+                    t = k
+                    while t > 0 and node_pos[group_nodes[at[t - 1]]] > p:
+                        at[t] = at[t - 1]
+                        t -= 1
+                    at[t] = e
+                    k += 1
+            for t in range(k):
+                e = at[t]
+                acc[g] += weights[node_pos[group_nodes[e]] - 1] * group_weights[e]
+        for c in nodes:
+            node_pos[c] = 0
+    return _drain(touched, acc, mark)
+
+
+@njit(cache=True, nogil=True)
+def _drain(keys, acc, mark):  # pragma: no cover
+    """``(keys, acc[keys])`` for the keys whose sum is not 0, in the order given; clears ``acc`` and ``mark`` there."""
+    out_k = np.empty(len(keys), np.int64)
+    out_s = np.empty(len(keys), acc.dtype)
+    k = 0
+    for j in keys:
+        if acc[j] != 0:
+            out_k[k] = j
+            out_s[k] = acc[j]
+            k += 1
+        acc[j] = 0
+        mark[j] = False
+    return out_k[:k], out_s[:k]
+
+
+@njit(cache=True, nogil=True)
+def _contains(sorted_values, x):  # pragma: no cover
+    i = np.searchsorted(sorted_values, x)
+    return i < len(sorted_values) and sorted_values[i] == x
+
+
+@njit(cache=True, nogil=True)
+def _better(s_a, i_a, s_b, i_b):  # pragma: no cover
+    return s_a > s_b or (s_a == s_b and i_a < i_b)
+
+
+@njit(cache=True, nogil=True)
+def _sift_down(hs, hj, hk, size, at, worst):  # pragma: no cover
+    """Sift entry ``at`` down a heap of ``(score, item, stream)`` whose top is the best entry (higher score; ties:
+    lower item), or with ``worst`` the worst one."""
+    while True:
+        top = at
+        for c in (2 * at + 1, 2 * at + 2):
+            if c < size and (_better(hs[top], hj[top], hs[c], hj[c]) if worst
+                             else _better(hs[c], hj[c], hs[top], hj[top])):
+                top = c
+        if top == at:
+            return
+        hs[at], hs[top] = hs[top], hs[at]
+        hj[at], hj[top] = hj[top], hj[at]
+        hk[at], hk[top] = hk[top], hk[at]
+        at = top
+
+
+@njit(cache=True, nogil=True)
+def _score(fac, priority, single):  # pragma: no cover
+    if single:
+        return np.float64(np.float32(np.float32(fac) * np.float32(priority)))
+    return np.float64(priority) * fac
+
+
+@njit(cache=True, nogil=True)
+def merge_top(items0, priority0, table0, groups0, factor0, items1, priority1, table1, groups1, factor1, skip1, single,
+              skip_group, skip_groups, exclude, n):  # pragma: no cover
+    """The best ``n`` items (score descending, ties: lower index) of the groups ``groups0`` of source 0 and
+    ``groups1`` of source 1. Group ``g`` of a source ``(items, priority, table, groups, factor)`` is the stream
+    ``items[table[g, 0]:table[g, 1]]`` in priority order (highest first, ``priority`` beside ``items``), scoring
+    ``priority * factor[k]`` for ``g = groups[k]`` (float64; rounded to float32 as a float32 product when
+    ``single``). Items in ``exclude`` (sorted) are left out, and with ``skip1`` the items of source 1 whose
+    ``skip_group[item]`` is in ``skip_groups`` (sorted); so are scores <= 0. Items tied with the ``n``-th score are
+    all read, then the ties are broken by index. Returns ``(items, scores)``, scores float64.
+
+    The streams are merged with a heap; an item is checked against ``exclude`` and ``skip_groups`` only when it
+    comes out of it, so a group costs one look at its first item unless that item reaches the top. That look
+    reads one row of ``table`` (:attr:`ItemGroups.table`: start, stop, first item, its priority as float64 bits),
+    one cache line per group rather than one in each of four arrays."""
+    G0 = len(groups0)
+    S = G0 + len(groups1)
+    pos = np.empty(S, np.int64)  # each stream's item in the heap, and its end
+    stop = np.empty(S, np.int64)
+    fac = np.empty(S, np.float64)
+    hs = np.empty(S, np.float64)  # the heap: each live stream's next score, item and stream
+    hj = np.empty(S, np.int64)
+    hk = np.empty(S, np.int64)
+    size = 0
+    for s in range(S):
+        if s < G0:
+            row, fac[s] = table0[groups0[s]], factor0[s]
+        else:
+            row, fac[s] = table1[groups1[s - G0]], factor1[s - G0]
+        pos[s], stop[s] = row[0], row[1]
+        if row[0] < row[1]:
+            score = _score(fac[s], row[3:4].view(np.float64)[0], single)
+            if score > 0:
+                hs[size], hj[size], hk[size] = score, row[2], s
+                size += 1
+    for at in range(size // 2 - 1, -1, -1):
+        _sift_down(hs, hj, hk, size, at, False)
+    cap = 2 * n + 16
+    out_j = np.empty(cap, np.int64)
+    out_s = np.empty(cap, np.float64)
+    cnt = 0
+    kth = 0.0
+    while size > 0:
+        score, j, s = hs[0], hj[0], hk[0]
+        if cnt >= n and score < kth:
+            break
+        left_out = _contains(exclude, j) or (
+            skip1 and s >= G0 and skip_group[j] >= 0 and _contains(skip_groups, skip_group[j]))
+        if not left_out:
+            if cnt == cap:
+                cap *= 2
+                grown_j = np.empty(cap, np.int64)
+                grown_s = np.empty(cap, np.float64)
+                grown_j[:cnt] = out_j[:cnt]
+                grown_s[:cnt] = out_s[:cnt]
+                out_j, out_s = grown_j, grown_s
+            out_j[cnt], out_s[cnt] = j, score
+            cnt += 1
+            if cnt == n:
+                kth = score
+        pos[s] += 1  # the stream's next item takes its place (scores only fall along a stream: <= 0 ends it)
+        at = pos[s]
+        score = 0.0
+        if at < stop[s]:
+            if s < G0:
+                j, score = items0[at], _score(fac[s], priority0[at], single)
+            else:
+                j, score = items1[at], _score(fac[s], priority1[at], single)
+        if score > 0:
+            hs[0], hj[0] = score, j
+        else:
+            size -= 1
+            hs[0], hj[0], hk[0] = hs[size], hj[size], hk[size]
+        _sift_down(hs, hj, hk, size, 0, False)
+    out_j, out_s = out_j[:cnt], out_s[:cnt]
+    order = np.argsort(out_j, kind="mergesort")
+    order = order[np.argsort(-out_s[order], kind="mergesort")][:n]
+    return out_j[order], out_s[order]
+
+
+@njit(cache=True, nogil=True)
+def sparse_row_product(indptr, indices, data, cols, vals, acc, mark):  # pragma: no cover
+    """``w @ B`` for one sparse row ``w`` (``cols``, ``vals`` in ``w``'s stored order) and a CSR ``B``
+    (``indptr``, ``indices``, ``data``), as scipy's product kernel computes it: each column summed from 0 in the
+    order of the products, columns given last-first-seen first, zero sums dropped. ``acc`` / ``mark``: scratch, one
+    per column of ``B``, zero / False on entry and on return."""
+    seen = _touch(indptr, indices, cols, mark)
+    for i in range(len(cols)):
+        c = cols[i]
+        w = vals[i]
+        for e in range(indptr[c], indptr[c + 1]):
+            acc[indices[e]] += w * data[e]
+    return _drain(seen[::-1], acc, mark)  # last-first-seen first
+
+
+@njit(cache=True, nogil=True)
+def best_n(ids, scores, exclude, n):  # pragma: no cover
+    """The best ``n`` entries ``(ids[i], scores[i])`` (score descending, ties: lower id), positive scores only,
+    ids in ``exclude`` (sorted) left out: a heap of the ``n`` best so far, whose worst most entries fail to pass.
+    Returns ``(ids, scores)`` best first, scores float64."""
+    hs = np.empty(max(n, 0), np.float64)
+    hj = np.empty(max(n, 0), np.int64)
+    hk = np.empty(max(n, 0), np.int64)  # unused: the heap's third array
+    size = 0
+    for i in range(len(ids)):
+        s = np.float64(scores[i])
+        j = np.int64(ids[i])
+        if s <= 0 or n <= 0:
+            continue
+        if size == n and not _better(s, j, hs[0], hj[0]):
+            continue
+        if _contains(exclude, j):
+            continue
+        if size < n:  # sift the new entry up
+            at = size
+            size += 1
+            while at > 0:
+                up = (at - 1) // 2
+                if _better(hs[up], hj[up], s, j):
+                    hs[at], hj[at] = hs[up], hj[up]
+                    at = up
+                else:
+                    break
+            hs[at], hj[at] = s, j
+        else:
+            hs[0], hj[0] = s, j
+            _sift_down(hs, hj, hk, size, 0, True)
+    out_j, out_s = hj[:size], hs[:size]
+    order = np.argsort(out_j, kind="mergesort")
+    order = order[np.argsort(-out_s[order], kind="mergesort")]
+    return out_j[order], out_s[order]
