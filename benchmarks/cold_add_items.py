@@ -36,7 +36,8 @@ from _common import load_average, machine, versions, write_report  # noqa: E402
 from kgrec import eval as ev  # noqa: E402
 from kgrec.catalog import CatalogBuilder  # noqa: E402
 from kgrec.config import EngineConfig  # noqa: E402
-from kgrec.engine import KGRec, text_vectors  # noqa: E402
+from kgrec.engine import KGRec  # noqa: E402
+from kgrec.parts import text_vectors  # noqa: E402
 from kgrec.experiment import build_for, make_split  # noqa: E402
 from kgrec.graph import KnowledgeGraph  # noqa: E402
 

@@ -16,7 +16,8 @@ import numpy as np
 from kgrec import eval as ev
 from kgrec.catalog import Catalog
 from kgrec.config import EngineConfig
-from kgrec.engine import Histories, KGRec, text_vectors
+from kgrec.engine import Histories, KGRec
+from kgrec.parts import text_vectors
 from kgrec.errors import ConfigError
 from kgrec.fusion import FusionConfig, coordinate_search, fuse
 from kgrec.graph import KnowledgeGraph

@@ -8,7 +8,8 @@ import pytest
 
 from graph_schema import BRAND, CATEGORY
 from kgrec.config import EngineConfig
-from kgrec.engine import KGRec, _known_ancestor, text_vectors
+from kgrec.engine import KGRec
+from kgrec.parts import known_ancestor, text_vectors
 from kgrec.errors import ConfigError
 from kgrec.gcn import GCNGraph, infer_items
 from kgrec.graph import KnowledgeGraph
@@ -131,7 +132,7 @@ def test_new_brand_and_new_category(engine):
     # the GCN knows neither: the brand is left out and the new leaf stands in for "Tools > Power Tools"
     hp = engine.gcn.state["hparams"]
     parent = cat.nodes[CATEGORY].ids.index("Tools > Power Tools")
-    known = _known_ancestor(cat.category_parent(), hp["n_categories"])
+    known = known_ancestor(cat.category_parent(), hp["n_categories"])
     assert known[cat.item_category()[cat.items.index("zap1")]] == parent
     assert np.array_equal(known[:n_cats], np.arange(n_cats))
     # the same as one forward pass over the training graph with both items linked to the parent only
@@ -145,9 +146,9 @@ def test_new_brand_and_new_category(engine):
 def test_known_ancestor_walks_up_to_a_known_category():
     #         0 (known) ── 2 (new) ── 3 (new);   1 (known);   4 (new root) ── 5 (new)
     parent = np.array([-1, -1, 0, 2, -1, 4])
-    assert _known_ancestor(parent, 2).tolist() == [0, 1, 0, 0, -1, -1]
-    assert _known_ancestor(parent, 6).tolist() == list(range(6))
-    assert _known_ancestor(np.zeros(0, np.int64), 0).tolist() == []
+    assert known_ancestor(parent, 2).tolist() == [0, 1, 0, 0, -1, -1]
+    assert known_ancestor(parent, 6).tolist() == list(range(6))
+    assert known_ancestor(np.zeros(0, np.int64), 0).tolist() == []
 
 
 def test_adding_in_steps_and_after_save_and_load(engine, tmp_path):
