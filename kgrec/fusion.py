@@ -136,7 +136,8 @@ def fuse(results: RouteResults, k: int, config: FusionConfig = FusionConfig(),
         return np.zeros(0, np.int64), np.zeros(0, np.float32), {}
     names = [r for r, _, _ in lists]
     lens = np.array([len(i) for _, i, _ in lists])
-    starts = np.r_[0, np.cumsum(lens)]
+    starts = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=starts[1:])
     ids = np.concatenate([i for _, i, _ in lists])
     route_scores = np.concatenate([s for _, _, s in lists])
     route_of = np.repeat(np.arange(len(lists)), lens)
@@ -162,8 +163,9 @@ def fuse(results: RouteResults, k: int, config: FusionConfig = FusionConfig(),
     taken[where] = True
     e = np.flatnonzero(taken[at])
     hits: dict[int, dict[str, RouteHit]] = {i: {} for i in chosen.tolist()}
+    new = tuple.__new__  # RouteHit(place, s) without the keyword handling of a NamedTuple's __new__: half the cost
     for r, place, i, s in zip(route_of[e].tolist(), rank[e].tolist(), ids[e].tolist(), route_scores[e].tolist()):
-        hits[i][names[r]] = RouteHit(place, s)
+        hits[i][names[r]] = new(RouteHit, (place, s))
     return chosen, out_scores, hits
 
 
