@@ -1,15 +1,23 @@
-"""Compiled kernels (numba) of single-query recall for the routes that prune by item groups (KG, popular).
+"""Compiled kernels (numba) of single-query recall: the sparse row product (item-CF, and the node weights of the
+KG and popular routes), the top ``n`` of a candidate list, and for the routes that prune by item groups (KG,
+popular) the groups' terms and a merge of their items.
 
 One query touches a few hundred groups and reads a few hundred items; done with numpy, that is dozens of small
 array calls per route, each costing more in dispatch than in work. These loops do the same arithmetic, in the
 same float order, as the sparse products of the batched path (``tests/test_route_pruning.py`` checks the lists
 to the bit):
 
+- :func:`sparse_row_product`: ``w @ B`` for one sparse row, scipy's float32 sums and column order;
+- :func:`best_n`: the best ``n`` of a candidate list (score, then lower index), through a heap of ``n``;
 - :func:`group_terms`: each reached group's term ``sum_c w[c] * M[g, c]``, float32, summed in the query's node
   order (the order in which scipy's product kernel sums a row);
 - :func:`merge_top`: the best ``n`` items of many streams, each stream a group's items in priority order with a
   factor (score = priority × factor), merged with a heap: a group is read only as far as its items can still
   reach the top ``n``.
+
+Scratch arrays (one entry per column or group) are kept per thread by the callers and left cleared by the
+kernels, so a query costs what it touches, not the catalog's size. At 1M items what remains is mostly memory
+latency: a query's groups, rows and items lie far apart.
 
 Compiled on first use and cached on disk (``cache=True``: next to this file, or numba's user cache directory when
 that is read-only); ``nogil`` so threads answering queries run them in parallel.
