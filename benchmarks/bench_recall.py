@@ -409,12 +409,24 @@ def ann_run(args, kind: str) -> dict:
     r = min(m, 100)
     exact = np.argpartition(-(vectors @ queries[:r].T), k - 1, axis=0)[:k].T
     recall = float(np.mean([len(np.intersect1d(found[j], exact[j])) / k for j in range(r)]))
+    sweep = []  # efSearch against recall@k and search time, on the same index and queries
+    for ef in args.ann_ef:
+        index.ef_search = ef
+        with single_thread():
+            ms, got = time_searches(index, queries, hist, k, args.warmup)
+        sweep.append({"ef_search": ef, "ef_effective": max(ef, k),
+                      "search_cpu_ms": ms["VectorIndex.search_exclude_10"]["cpu"],
+                      f"recall_at_{k}_vs_exact": round(float(np.mean(
+                          [len(np.intersect1d(got[j], exact[j])) / k for j in range(r)])), 4)})
+        print(f"  ef_search {ef}: recall@{k} {sweep[-1][f'recall_at_{k}_vs_exact']:.3f}, "
+              f"p50 {sweep[-1]['search_cpu_ms']['p50']:.2f} ms CPU", flush=True)
+    index.ef_search = HNSW_DEFAULTS["ef_search"]
     out = {"dataset": {"vectors": ANN_VECTORS[kind], "n": n, "dim": d, "seed": args.seed},
            "index": {"kind": "hnsw", **HNSW_DEFAULTS, "ef_effective": max(HNSW_DEFAULTS["ef_search"], k)},
            "k": k, "queries": m, "build_seconds": round(build_s, 2), "build_threads": os.cpu_count(),
            "load_average_1m_at_start": start,
            "search_ms": timings,
-           f"recall_at_{k}_vs_exact": round(recall, 4), "recall_queries": r,
+           f"recall_at_{k}_vs_exact": round(recall, 4), "recall_queries": r, "ef_sweep": sweep,
            "load_average_1m_at_end": load_average(),
            "rss_mib": {"now": rss_mib(), "peak": round(peak_rss_mib(), 1)}}
     print_rows(out["search_ms"], f"ms, {m} queries, k={k}")
@@ -472,6 +484,8 @@ def main(argv=None) -> int:
     p.add_argument("--ann-vectors", nargs="+", choices=tuple(ANN_VECTORS), default=list(ANN_VECTORS),
                    help="vector sets indexed one after the other")
     p.add_argument("--ann-k", type=int, default=300)
+    p.add_argument("--ann-ef", type=int, nargs="*", default=[],
+                   help="also time the same searches at these efSearch values (faiss searches with max(ef, k))")
     p.add_argument("--ann-queries", type=int, default=1000)
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--sample", type=int, default=1000, help="users timed one by one")

@@ -167,8 +167,19 @@ def recall_rows(report: dict, out: str = "benchmarks/results/recall.json") -> st
             f"{d['dim']} {kind} vectors (M={sec['index']['M']}, ef {sec['index']['ef_effective']}) | p50 "
             f"{s['wall']['p50']:.2f} / p99 {s['wall']['p99']:.2f} ms wall (CPU p50 {s['cpu']['p50']:.2f}); "
             f"recall@{k} vs exact {recall:.3f}; built in "
-            f"{sec['build_seconds']:.0f} s on {sec['build_threads']} threads | {cmd} |")
+            f"{sec['build_seconds']:.0f} s on {sec['build_threads']} threads{_ef_sweep(sec, k)} | {cmd} |")
     return "\n".join(rows)
+
+
+def _ef_sweep(sec: dict, k: int) -> str:
+    """The efSearch sweep of an ann section (``--ann-ef``), as ``; efSearch 450 / 600: recall … at … ms CPU``."""
+    sweep = [e for e in sec.get("ef_sweep", []) if e["ef_search"] > k]
+    if not sweep:
+        return ""
+    efs = " / ".join(str(e["ef_search"]) for e in sweep)
+    recalls = " / ".join(f"{e[f'recall_at_{k}_vs_exact']:.3f}" for e in sweep)
+    times = " / ".join(f"{e['search_cpu_ms']['p50']:.2f}" for e in sweep)
+    return f"; efSearch {efs}: recall {recalls} at p50 {times} ms CPU"
 
 
 def _build_table(report: dict) -> str:

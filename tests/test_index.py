@@ -130,6 +130,18 @@ def test_hnsw_recall_vs_exact(clustered):
     assert len(one) == 10 and not np.isin(one, ids[0]).any()
 
 
+def test_hnsw_explores_at_least_k_candidates(clustered):
+    """A route asks for its 300 candidates from an index whose ef_search is lower: the search still explores k
+    (faiss alone would stop at ef_search and miss most of the true top k), and the index is left unchanged."""
+    x, q = clustered
+    exact_ids, _ = make_index(x, kind="exact").search(q, 200)
+    index = make_index(x, kind="hnsw", ef_search=16)
+    assert recall_at(index.search(q, 200)[0], exact_ids) >= 0.9
+    assert index.ef_search == 16
+    raw = index.index.search(q, 200)[1]  # faiss's own search at efSearch 16: the shortfall the rule prevents
+    assert recall_at(raw, exact_ids) < 0.8
+
+
 def test_ivf_recall_vs_exact(clustered):
     x, q = clustered
     exact_ids, _ = make_index(x, kind="exact").search(q, 10)
