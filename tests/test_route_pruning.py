@@ -200,6 +200,23 @@ def test_explain_many_equals_the_per_item_evidence(graph, make):
         assert route.explain_many(q, items) == [ref(route, q, int(i)) for i in items]
 
 
+def test_co_counts_equal_set_intersections(graph):
+    """Users who bought both items, for pairs of rare and popular items (both the scan and the binary-search
+    branch of the kernel), repeats and an item paired with itself."""
+    cat, kg, R = graph
+    route = ItemCFRoute(kg, R)
+    m = route._item_users
+    rng = np.random.default_rng(4)
+    lens = np.diff(m.indptr)
+    popular, rare = np.argsort(-lens)[:5], rng.choice(np.flatnonzero(lens > 0), 40)
+    a = np.r_[rng.choice(rare, 300), rng.choice(popular, 100), rare[:5], popular[:2]]
+    b = np.r_[rng.choice(popular, 200), rng.choice(rare, 100), rng.choice(cat.n_items, 100), rare[:5], popular[:2]]
+    ref = [len(np.intersect1d(m.indices[m.indptr[i]:m.indptr[i + 1]], m.indices[m.indptr[j]:m.indptr[j + 1]]))
+           for i, j in zip(a.tolist(), b.tolist())]
+    assert route.co_counts(a, b).tolist() == ref
+    assert lens[popular[0]] > 16 * lens[rare].min()  # the search branch is taken
+
+
 # --- fusion ------------------------------------------------------------------------------------------
 def ref_fuse(results, k, config=FusionConfig(), is_head=None, is_cold=None):
     """The dict-based fusion that :func:`fuse` replaced (modes rrf and weighted)."""

@@ -292,3 +292,41 @@ def best_n(ids, scores, exclude, n):  # pragma: no cover
     order = np.argsort(out_j, kind="mergesort")
     order = order[np.argsort(-out_s[order], kind="mergesort")]
     return out_j[order], out_s[order]
+
+
+@njit(cache=True, nogil=True)
+def pair_overlaps(indptr, indices, a, b, mark):  # pragma: no cover
+    """For each pair ``(a[p], b[p])`` of rows of a CSR whose rows are sorted (``indptr``, ``indices``): how many
+    columns the two rows share (users who bought both items). Per distinct ``a``, its columns are marked once in
+    ``mark`` (scratch, one per column, False on entry and on return) and each partner row is scanned, or, when the
+    partner row is much longer, the marked row's columns are searched in it instead. (Merging the two sorted rows
+    pair by pair costs far more: an item explained is often a best-seller, read again for every pair.)"""
+    out = np.zeros(len(a), np.int64)
+    order = np.argsort(a, kind="mergesort")
+    p = 0
+    while p < len(order):
+        v = a[order[p]]
+        lo, hi = indptr[v], indptr[v + 1]
+        for e in range(lo, hi):
+            mark[indices[e]] = True
+        q = p
+        while q < len(order) and a[order[q]] == v:
+            w = b[order[q]]
+            blo, bhi = indptr[w], indptr[w + 1]
+            count = 0
+            if (hi - lo) * 16 < bhi - blo:  # a short row against a long one: binary searches
+                row = indices[blo:bhi]
+                for e in range(lo, hi):
+                    i = np.searchsorted(row, indices[e])
+                    if i < len(row) and row[i] == indices[e]:
+                        count += 1
+            else:
+                for e in range(blo, bhi):
+                    if mark[indices[e]]:
+                        count += 1
+            out[order[q]] = count
+            q += 1
+        for e in range(lo, hi):
+            mark[indices[e]] = False
+        p = q
+    return out

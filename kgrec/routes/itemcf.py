@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -44,6 +45,7 @@ from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
     Names, SeedExpansionRoute, check_interactions, ranges, row_positions, row_product, topk_csr,
 )
+from kgrec.routes._kernels import pair_overlaps
 from kgrec.routes.base import Evidence, Query, RouteUnavailable, seed_weights
 
 try:  # scipy's sparse product kernel, called directly by _product; the public `@` otherwise
@@ -250,6 +252,7 @@ class ItemCFRoute(SeedExpansionRoute):
         if R.nnz == 0 and sim is None:
             raise RouteUnavailable("no training interactions")
         self._R = R
+        self._local = threading.local()  # per-thread scratch of co_counts
         if sim is not None:  # a saved similarity (``route.sim``) from a previous build on the same R
             if sim.shape != (self.n_items, self.n_items):
                 raise ValueError(f"ItemCFRoute: sim is {sim.shape}, expected ({self.n_items}, {self.n_items}); "
@@ -283,20 +286,14 @@ class ItemCFRoute(SeedExpansionRoute):
         return int(self.co_counts(np.array([a]), np.array([b]))[0])
 
     def co_counts(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """:meth:`co_count` of each pair ``(a[k], b[k])``: for each distinct ``a``, its users are marked in a
-        flag per user and the users of its partners looked up there."""
+        """:meth:`co_count` of each pair ``(a[k], b[k])``, compiled (:func:`~kgrec.routes._kernels.pair_overlaps`):
+        each distinct ``a``'s users are marked once in a flag per user (kept per thread) and looked up for its
+        partners, or searched in a partner with many more users."""
         m = self._item_users
-        a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
-        out = np.zeros(len(a), np.int64)
-        mark = np.zeros(m.shape[1], bool)
-        for v in np.unique(a).tolist():
-            users = m.indices[m.indptr[v]:m.indptr[v + 1]]
-            mark[users] = True
-            k = np.flatnonzero(a == v)
-            pos, n = row_positions(m.indptr, b[k])
-            out[k] = np.bincount(np.repeat(np.arange(len(k)), n)[mark[m.indices[pos]]], minlength=len(k))
-            mark[users] = False
-        return out
+        mark = getattr(self._local, "mark", None)
+        if mark is None or len(mark) < m.shape[1]:  # written once: pages mapped now, not on a query's first touch
+            mark = self._local.mark = np.full(m.shape[1], False)
+        return pair_overlaps(m.indptr, m.indices, np.asarray(a, np.int64), np.asarray(b, np.int64), mark)
 
     def explain(self, query: Query, item: int) -> list[Evidence]:
         return self.explain_many(query, np.array([item], np.int64))[0]

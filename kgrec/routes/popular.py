@@ -186,9 +186,12 @@ class PopularRoute(SeedExpansionRoute):
         """:meth:`explain` for several items at once: the category of the query that weighs most on each item
         (ties: lower category), else "popular overall"; nothing for items never bought."""
         items = np.asarray(items, np.int64)
-        share = self._share(seed_matrix([query], self.n_items, self.recency))
-        order = np.argsort(share.indices)
-        cats, shares = share.indices[order], share.data[order]
+        row = self._share_row(query)  # the batched product's row, without its O(items) work
+        if row is None:  # a seed repeats: the product sums it
+            share = self._share(seed_matrix([query], self.n_items, self.recency))
+            row = share.indices, share.data
+        order = np.argsort(row[0])
+        cats, shares = row[0][order], row[1][order]
         near = self._near[items].tocoo()
         at = np.minimum(np.searchsorted(cats, near.col), max(len(cats) - 1, 0))
         value = np.zeros(near.nnz, np.float32)
