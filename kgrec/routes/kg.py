@@ -40,7 +40,7 @@ from graph_schema import BRAND, CATEGORY, HAS_BRAND, ITEM
 from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
     Names, Rows, SeedExpansionRoute, cap_columns, category_depth, check_interactions, excluded, exclusion_keys,
-    item_buyers, leaf_ancestors, pair_member, row_positions, row_product, seed_matrix, seed_row, union,
+    item_buyers, leaf_ancestors, pair_member, ranges, row_positions, row_product, seed_matrix, seed_row, union,
 )
 from kgrec.routes._groups import GroupSource, ItemGroups, pair_terms, pruned_top_n
 from kgrec.routes._kernels import merge_top
@@ -220,30 +220,45 @@ class KGRoute(SeedExpansionRoute):
         if not len(seeds) or not len(items):
             return out
         # seed s reaches node c with weight A[s, c]; item j is in node c with weight D[j, c]; the evidence
-        # value is A[s, c] * D[j, c] (float32, as the sparse product gives it)
-        A = (sp.diags(w) @ self.up[seeds]).tocsc()
-        A.sum_duplicates()
+        # value is A[s, c] * D[j, c] (float32, as the sparse product gives it). A's entries are sorted by node
+        # and looked up by binary search (a column-major copy would cost O(nodes) per call).
+        S = self.up[seeds]
+        a_seed = np.repeat(np.arange(len(seeds)), np.diff(S.indptr))
+        by_node = np.argsort(S.indices, kind="stable")
+        a_node, a_seed = S.indices[by_node], a_seed[by_node]
+        a_value = w[a_seed] * S.data[by_node]  # diags(w) @ up: float32 products
+        nodes, starts = np.unique(a_node, return_index=True)
         D = self.down[items].tocoo()
-        pos, lens = row_positions(A.indptr, D.col)
-        entry = np.repeat(np.arange(D.nnz), lens)
-        value = A.data[pos] * D.data[entry]
+        at = np.minimum(np.searchsorted(nodes, D.col), max(len(nodes) - 1, 0))
+        hit = np.flatnonzero(nodes[at] == D.col) if len(nodes) else np.zeros(0, np.int64)
+        stops = np.r_[starts[1:], len(a_node)]
+        pos, lens = ranges(starts[at[hit]], stops[at[hit]])
+        entry = np.repeat(hit, lens)
+        value = a_value[pos] * D.data[entry]
         keep = value > 0
-        entry, seed, value = entry[keep], A.indices[pos][keep], value[keep]
+        entry, seed, value = entry[keep], a_seed[pos][keep], value[keep]
         first = np.lexsort((seed, -value, entry))  # per (item, node): the largest value, then the earlier seed
         first = first[np.r_[True, entry[first][1:] != entry[first][:-1]]]
         entry, seed, value = entry[first], seed[first], value[first]
         row, col = D.row[entry], D.col[entry]
         bought = " you bought" if query.item < 0 else ""
-        for k in np.lexsort((col, -value, row)).tolist():
-            via, label, node = self._node(int(col[k]))
-            seed_item = int(seeds[seed[k]])
-            name, title = self.names.node(label, node), self.names.item(seed_item)
-            v = float(value[k])
+        nodes_named: dict[int, tuple[str, str]] = {}  # a node or seed recurs across items: name it once
+        titles: dict[int, str] = {}
+        order = np.lexsort((col, -value, row))
+        for r, c, s, v in zip(row[order].tolist(), col[order].tolist(), seed[order].tolist(), value[order].tolist()):
+            if c not in nodes_named:
+                via, label, node = self._node(c)
+                nodes_named[c] = via, self.names.node(label, node)
+            via, name = nodes_named[c]
+            seed_item = int(seeds[s])
+            if seed_item not in titles:
+                titles[seed_item] = self.names.item(seed_item)
+            title = titles[seed_item]
             if via == "brand":
                 ev = Evidence(self.name, "brand", f'shares brand {name} with "{title}"{bought}', via_item=seed_item,
                               via=name, value=v)
             else:
                 ev = Evidence(self.name, "category", f'in the same category {name} as "{title}"{bought}',
                               via_item=seed_item, via=name, value=v)
-            out[int(row[k])].append(ev)
+            out[r].append(ev)
         return out
