@@ -11,7 +11,6 @@ batched path's results to the bit (``tests/test_route_pruning.py``).
 """
 from __future__ import annotations
 
-import threading
 import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -21,7 +20,7 @@ import scipy.sparse as sp
 
 from graph_schema import CATEGORY, IN_CATEGORY, ITEM
 from kgrec.graph import KnowledgeGraph
-from kgrec.routes._kernels import sparse_row_product
+from kgrec.routes._kernels import scratch, sparse_row_product
 from kgrec.routes.base import EMPTY_IDS, Query, recency_weights, seed_weights, top_n
 
 TITLE_CHARS = 60
@@ -109,25 +108,10 @@ def row_product(cols: np.ndarray, vals: np.ndarray, B: sp.csr_matrix) -> tuple[n
     from 0 in the order of ``w``'s entries (then of ``B``'s row), columns last-first-seen first, zero sums
     dropped (:func:`~kgrec.routes._kernels.sparse_row_product`). Unlike scipy it does not allocate and clear
     O(``B.shape[1]``) memory twice per call, which dominates one query on a 1M-item catalog: the scratch space is
-    kept per thread. Returns the result's columns and their sums.
+    kept per thread (:func:`~kgrec.routes._kernels.scratch`). Returns the result's columns and their sums.
     """
-    acc, mark = _scratch(B.shape[1], B.dtype)
     return sparse_row_product(B.indptr, B.indices, B.data, np.asarray(cols, np.int64), np.asarray(vals, B.dtype),
-                              acc, mark)
-
-
-_local = threading.local()
-
-
-def _scratch(n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """This thread's scratch arrays for :func:`row_product` (at least ``n`` long; the kernel leaves them zero)."""
-    key = np.dtype(dtype).str
-    have = getattr(_local, "arrays", None)
-    if have is None:
-        have = _local.arrays = {}
-    if key not in have or len(have[key][0]) < n:  # written once: pages mapped now, not on a query's first touch
-        have[key] = (np.full(n, 0, dtype), np.full(n, False))
-    return have[key]
+                              scratch(B.shape[1], B.dtype), scratch(B.shape[1], bool))
 
 
 def union(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -7,7 +7,6 @@ sparse product's to the bit (``tests/test_route_pruning.py``, ``tests/test_batch
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -15,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from kgrec.routes._common import Rows, pair_member, ranges, row_kth, row_positions, top_n_rows
-from kgrec.routes._kernels import group_terms, stream_table
+from kgrec.routes._kernels import group_terms, scratch, stream_table
 from kgrec.routes.base import EMPTY_IDS
 
 
@@ -62,7 +61,6 @@ class ItemGroups:
         self.node_ptr = self.node_matrix.indptr.astype(np.int64)
         self.node_groups = self.node_matrix.indices.astype(np.int64)
         self.node_weights = self.node_matrix.data.astype(np.float32)
-        self._local = threading.local()
         # each group's items by priority, highest first (ties: lower index), and a key to search them by it
         priority = np.asarray(priority)
         order = np.lexsort((items, -priority[items], group))
@@ -84,14 +82,10 @@ class ItemGroups:
         reach = nodes if reach is None else reach
         if not len(reach):
             return EMPTY_IDS, np.zeros(0, np.float32)
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:  # scratch arrays per thread (the kernel leaves them cleared), written once so that
-            # their pages are mapped now rather than on a query's first touch (np.zeros maps them lazily)
-            scratch = self._local.scratch = (np.full(self.n_groups, 0, np.float32), np.full(self.n_groups, False),
-                                             np.full(len(self.node_ptr) - 1, 0, np.int64))
         return group_terms(self.node_ptr, self.node_groups, self.node_weights, self.ptr, self.nodes, self.weights,
                            np.asarray(nodes, np.int64), np.asarray(weights, np.float32), np.asarray(reach, np.int64),
-                           *scratch)
+                           scratch(self.n_groups, np.float32), scratch(self.n_groups, bool),
+                           scratch(len(self.node_ptr) - 1, np.int64))
 
     def head(self, groups: np.ndarray) -> np.ndarray:
         """The first item (highest priority) of each of ``groups``."""

@@ -15,7 +15,7 @@ to the bit):
   factor (score = priority × factor), merged with a heap: a group is read only as far as its items can still
   reach the top ``n``.
 
-Scratch arrays (one entry per column or group) are kept per thread by the callers and left cleared by the
+Scratch arrays (one entry per column or group) are kept per thread (:func:`scratch`) and left cleared by the
 kernels, so a query costs what it touches, not the catalog's size. At 1M items what remains is mostly memory
 latency: a query's groups, rows and items lie far apart.
 
@@ -24,8 +24,27 @@ that is read-only); ``nogil`` so threads answering queries run them in parallel.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import njit
+
+_local = threading.local()
+
+
+def scratch(n: int, dtype) -> np.ndarray:
+    """This thread's zeroed scratch array of ``dtype``, at least ``n`` long, for the kernels that take one (an
+    accumulator, a flag per column or group, a position per node): they leave it zero again, so every kernel and
+    route of a thread shares one array per dtype, and a query costs what it touches, not the catalog's size. A new
+    array is written once (``np.full``), so its pages are mapped then rather than on a query's first touch."""
+    dtype = np.dtype(dtype)
+    arrays = getattr(_local, "arrays", None)
+    if arrays is None:
+        arrays = _local.arrays = {}
+    have = arrays.get(dtype)
+    if have is None or len(have) < n:
+        have = arrays[dtype] = np.full(n, 0, dtype)
+    return have
 
 
 def stream_table(ptr: np.ndarray, items: np.ndarray, priority: np.ndarray) -> np.ndarray:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -45,7 +44,7 @@ from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
     Names, SeedExpansionRoute, check_interactions, ranges, row_positions, row_product, topk_csr,
 )
-from kgrec.routes._kernels import pair_overlaps
+from kgrec.routes._kernels import pair_overlaps, scratch
 from kgrec.routes.base import Evidence, Query, RouteUnavailable, seed_weights
 
 try:  # scipy's sparse product kernel, called directly by _product; the public `@` otherwise
@@ -252,7 +251,6 @@ class ItemCFRoute(SeedExpansionRoute):
         if R.nnz == 0 and sim is None:
             raise RouteUnavailable("no training interactions")
         self._R = R
-        self._local = threading.local()  # per-thread scratch of co_counts
         if sim is not None:  # a saved similarity (``route.sim``) from a previous build on the same R
             if sim.shape != (self.n_items, self.n_items):
                 raise ValueError(f"ItemCFRoute: sim is {sim.shape}, expected ({self.n_items}, {self.n_items}); "
@@ -290,10 +288,8 @@ class ItemCFRoute(SeedExpansionRoute):
         each distinct ``a``'s users are marked once in a flag per user (kept per thread) and looked up for its
         partners, or searched in a partner with many more users."""
         m = self._item_users
-        mark = getattr(self._local, "mark", None)
-        if mark is None or len(mark) < m.shape[1]:  # written once: pages mapped now, not on a query's first touch
-            mark = self._local.mark = np.full(m.shape[1], False)
-        return pair_overlaps(m.indptr, m.indices, np.asarray(a, np.int64), np.asarray(b, np.int64), mark)
+        return pair_overlaps(m.indptr, m.indices, np.asarray(a, np.int64), np.asarray(b, np.int64),
+                             scratch(m.shape[1], bool))
 
     def explain(self, query: Query, item: int) -> list[Evidence]:
         return self.explain_many(query, np.array([item], np.int64))[0]
