@@ -42,6 +42,13 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def rss_mib() -> float:
+    """Resident memory of this process now, MiB (:func:`kgrec.buildcost.rss_mib`, rounded)."""
+    from kgrec.buildcost import rss_mib as now
+
+    return round(now(), 1)
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 

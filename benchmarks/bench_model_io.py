@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,14 +24,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from _common import load_average, machine, peak_rss_mib, versions, write_report  # noqa: E402
+from _common import load_average, machine, peak_rss_mib, rss_mib, versions, write_report  # noqa: E402
 
 CHECK_USERS = 200  # users whose lists the loaded model must give as the saved one did
-
-
-def rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 def save_side(path: Path, items: int, seed: int) -> dict:

@@ -47,18 +47,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from _common import cpu_seconds, load_average, machine, peak_rss_mib, versions, write_report  # noqa: E402
+from _common import (  # noqa: E402
+    cpu_seconds, load_average, machine, peak_rss_mib, rss_mib, versions, write_report,
+)
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data" / "amazon-scientific"
 SECTIONS = ("scientific", "synthetic", "ann")
 TARGETS = {"fused_recall_p50_ms": 1.0, "fused_recall_p99_ms": 5.0, "batch_users_per_s_2_threads": 2000}
-
-
-def rss_mib() -> float:
-    """Resident memory now (Linux)."""
-    with open("/proc/self/statm") as f:
-        return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 @contextmanager

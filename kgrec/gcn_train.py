@@ -247,7 +247,6 @@ def train_gcn(kg, train_user, train_item, text_vectors, *, train_seq=None, dim: 
             break
         perm = rng.permutation(len(fit_pairs))
         total, done = 0.0, 0
-        epoch_adj = None  # the last epoch's adjacency goes before this one's is built
         epoch_adj, dropped = adj, np.zeros(graph.n_items, bool)
         if cold_dropout > 0:  # this epoch, some warm items look cold: no user edges, no residual
             dropped = warm & (rng.random(graph.n_items) < cold_dropout)
@@ -324,7 +323,7 @@ def train_gcn(kg, train_user, train_item, text_vectors, *, train_seq=None, dim: 
                     max_minutes, len(info["loss"]), steps_run, info["best_epoch"])
     bar.close()
 
-    del opt, model, adj, epoch_adj  # the optimiser state and training graphs go before the final pass
+    opt = model = adj = epoch_adj = None  # the optimiser state and training graphs go before the final pass
     model = KGGCN.from_state(best_state)
     final = graph.with_user_items(v_user, v_item) if final_graph == "full" else graph
     with torch.no_grad():

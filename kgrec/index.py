@@ -255,7 +255,9 @@ class VectorIndex:
             return len(chunk)
 
         # the np.savez layout, but the faiss bytes stream into the file: serialize_index would hold a copy of the
-        # index (and its growing buffer) in memory, gigabytes for an HNSW graph over 1M items
+        # index (and its growing buffer) in memory, gigabytes for an HNSW graph over 1M items. The index is written
+        # twice: once to count its bytes (the .npy header states the length first), once into the file; a
+        # serialisation costs about a memory copy, far less than holding one
         faiss.write_index(self.index, faiss.PyCallbackIOWriter(count))
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
