@@ -20,6 +20,8 @@ from kgrec.catalog import CatalogBuilder
 from kgrec.fusion import FusionConfig, RouteHit, _apply_quotas, fuse
 from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import row_product, seed_matrix
+from kgrec.routes._groups import NO_KEYED, ItemGroups
+from kgrec.routes._kernels import merge_top, stream_table
 from kgrec.routes.base import Evidence, Query, interaction_matrix, seed_weights
 from kgrec.routes.itemcf import ItemCFRoute
 from kgrec.routes.kg import KGRoute
@@ -131,6 +133,44 @@ def test_row_product_is_scipys_product_to_the_bit():
         ref = w @ B
         got_cols, got_sums = row_product(cols, vals, B)  # scipy's order: the last column seen first comes first
         assert np.array_equal(got_cols, ref.indices) and np.array_equal(got_sums, ref.data)
+
+
+def test_lazy_key_lists_equal_every_group_merged():
+    """:func:`merge_top` opening the groups reached only through their key node lazily (key lists by first
+    priority, bounded by the largest key weight left in the list) gives the list of every reached group merged,
+    to the bit: random nonnegative weights that vary within a key list, ties in priority, exclusions, and a
+    second source whose items of reached groups are skipped."""
+    rng = np.random.default_rng(5)
+    n_items, n_nodes = 3000, 40
+    rows = np.repeat(np.arange(n_items), 3)
+    cols = np.c_[rng.integers(0, 4, n_items), rng.integers(4, 12, n_items), rng.integers(12, n_nodes, n_items)].ravel()
+    weights = rng.choice(np.float32([0.01, 0.1, 0.5, 1.0, 3.0]), len(rows))
+    M = sp.csr_matrix((weights, (rows, cols)), shape=(n_items, n_nodes))
+    M.data[rng.random(M.nnz) < 0.2] = 0  # rows that differ by a zero weight: their own groups
+    M.eliminate_zeros()
+    priority = rng.integers(0, 50, n_items).astype(np.float64)  # many ties
+    g = ItemGroups(M, priority, priority > 0)
+    k = g.keyed
+    key_lens = np.diff(k.key_ptr)
+    assert key_lens.sum() == g.n_groups and (key_lens[:4] > 0).all()  # the most shared nodes are the keys here
+    for lo, hi in zip(k.key_ptr[:-1], k.key_ptr[1:]):
+        assert np.array_equal(k.key_wsuf[lo:hi], np.maximum.accumulate(k.key_w[lo:hi][::-1])[::-1])
+        assert (np.diff(k.key_head[lo:hi]) <= 0).all()
+    best = np.argsort(-priority, kind="stable")
+    whole = stream_table(np.array([0, n_items]), best, priority[best])
+    for trial in range(40):
+        nodes = rng.choice(n_nodes, rng.integers(1, 12), replace=False).astype(np.int64)
+        w = (rng.random(len(nodes)) * rng.choice([0.01, 1.0, 100.0], len(nodes))).astype(np.float32)
+        exclude = np.sort(rng.choice(n_items, 20, replace=False))
+        base, n = [0.03, 0.0][trial % 2], int(rng.choice([1, 7, 100, 400]))
+        second = (best, priority[best], whole, np.zeros(1, np.int64), np.full(1, 0.3))
+        groups, terms = g.terms(nodes, w)
+        ref = merge_top(g.items, g.item_priority, g.table, groups, terms + np.float64(base), NO_KEYED, *second, True,
+                        False, g.item_group, exclude, n)
+        groups, terms = g.terms(nodes, w, keyed=True)
+        got = merge_top(g.items, g.item_priority, g.table, groups, terms + np.float64(base), g.lazy(nodes, w, base),
+                        *second, True, False, g.item_group, exclude, n)
+        assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1]), trial
 
 
 # --- evidence for many items at once = the per-item code it replaced --------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -74,18 +75,59 @@ class ItemGroups:
     def sizes(self, groups: np.ndarray) -> np.ndarray:
         return self.item_ptr[groups + 1] - self.item_ptr[groups]
 
-    def terms(self, nodes: np.ndarray, weights: np.ndarray, reach: np.ndarray | None = None
+    def terms(self, nodes: np.ndarray, weights: np.ndarray, reach: np.ndarray | None = None, keyed: bool = False
               ) -> tuple[np.ndarray, np.ndarray]:
         """The groups that hold one of the nodes ``reach`` (default: ``nodes``), ascending, and their term for
         node weights ``(nodes, weights)`` (in the order a sparse product sums them), float32; groups whose term
-        is 0 are left out, as a sparse product drops zero sums."""
+        is 0 are left out, as a sparse product drops zero sums. With ``keyed``, only the groups that hold one of
+        them other than their key (:attr:`keyed`; the rest come by :meth:`lazy`)."""
         reach = nodes if reach is None else reach
         if not len(reach):
             return EMPTY_IDS, np.zeros(0, np.float32)
-        return group_terms(self.node_ptr, self.node_groups, self.node_weights, self.ptr, self.nodes, self.weights,
-                           np.asarray(nodes, np.int64), np.asarray(weights, np.float32), np.asarray(reach, np.int64),
-                           scratch(self.n_groups, np.float32), scratch(self.n_groups, bool),
-                           scratch(len(self.node_ptr) - 1, np.int64))
+        touch = (self.keyed.touch_ptr, self.keyed.touch_groups) if keyed else (self.node_ptr, self.node_groups)
+        return group_terms(*touch, self.node_ptr, self.node_groups, self.node_weights, self.ptr, self.nodes,
+                           self.weights, np.asarray(nodes, np.int64), np.asarray(weights, np.float32),
+                           np.asarray(reach, np.int64), scratch(self.n_groups, np.float32),
+                           scratch(self.n_groups, bool), scratch(len(self.node_ptr) - 1, np.int64))
+
+    @cached_property  # built by the first query that needs it (threads racing to it build equal copies)
+    def keyed(self) -> KeyLists:
+        """Each group's key node (of its nodes, the one in most groups; ties: lower node) and, per node, the groups
+        whose key it is, by first priority (:class:`KeyLists`). A query reaches most groups of a tree through a
+        few high nodes (a popular route's top categories); :meth:`lazy` lets :func:`merge_top` open those groups
+        only as far as their bound can still reach the top ``n``."""
+        if (self.weights < 0).any():
+            raise ValueError("ItemGroups.keyed: node weights must not be negative (the key lists' bounds need it)")
+        n_nodes = len(self.node_ptr) - 1
+        group = np.repeat(np.arange(self.n_groups, dtype=np.int64), np.diff(self.ptr))
+        order = np.lexsort((self.nodes, -np.diff(self.node_ptr)[self.nodes], group))
+        pick = order[self.ptr[:-1]]  # each group's node in most groups
+        key, key_w = self.nodes[pick], self.weights[pick]
+        head = self.table[:, 3].view(np.float64)
+        by_list = np.lexsort((np.arange(self.n_groups), -head, key))
+        key_ptr = np.searchsorted(key[by_list], np.arange(n_nodes + 1)).astype(np.int64)
+        w = key_w[by_list]
+        # the largest weight from each entry to its list's end: ranks of the weights, offset per list so that one
+        # running maximum over the reversed lists never carries over from one list into the next
+        values, rank = np.unique(w, return_inverse=True)
+        lists = np.repeat(np.arange(n_nodes, dtype=np.int64), np.diff(key_ptr))
+        offset = (n_nodes - lists) * (len(values) + 1)
+        wsuf = values[(np.maximum.accumulate((rank.ravel() + offset)[::-1])[::-1] - offset)]
+        other = np.ones(len(self.nodes), bool)
+        other[pick] = False
+        touch = sp.csr_matrix((np.ones(int(other.sum()), bool), (self.nodes[other], group[other])),
+                              shape=(n_nodes, self.n_groups))
+        return KeyLists(key_ptr, by_list.astype(np.int64), head[by_list], w, wsuf.astype(np.float32), key, key_w,
+                        touch.indptr.astype(np.int64), touch.indices.astype(np.int64))
+
+    def lazy(self, nodes: np.ndarray, weights: np.ndarray, base: float) -> tuple:
+        """The ``keyed0`` argument of :func:`merge_top` for a query with node weights ``(nodes, weights)``: its key
+        lists read lazily, a group's factor being its term plus ``base`` (with ``terms(..., keyed=True)`` for the
+        groups reached through another node)."""
+        k = self.keyed
+        return (k.key_ptr, k.key_groups, k.key_head, k.key_w, k.key_wsuf, k.group_key, k.group_key_w,
+                np.asarray(nodes, np.int64), np.asarray(weights, np.float32), np.float64(base),
+                scratch(len(self.node_ptr) - 1, np.int64))
 
     def head(self, groups: np.ndarray) -> np.ndarray:
         """The first item (highest priority) of each of ``groups``."""
@@ -105,6 +147,30 @@ class ItemGroups:
             stop[cut] = np.searchsorted(self._key, (groups[cut] << 32) | (0x7FFFFFFF - bits[cut]), side="right")
         pos, n = ranges(start, stop)
         return self.items[pos], np.repeat(np.arange(len(groups)), n)
+
+
+@dataclass(frozen=True)
+class KeyLists:
+    """:attr:`ItemGroups.keyed`. ``key_ptr`` (per node) delimits the node's list in ``key_groups`` (the groups whose
+    key it is, first priority descending, ties: lower group), with beside each entry its group's first priority
+    ``key_head`` (float64), its weight of the key ``key_w`` and the largest such weight from it to the list's end
+    ``key_wsuf`` (float32); per group its key ``group_key`` and ``group_key_w``; and the nodes × groups CSR of every
+    other node of a group (``touch_ptr``, ``touch_groups``)."""
+
+    key_ptr: np.ndarray
+    key_groups: np.ndarray
+    key_head: np.ndarray
+    key_w: np.ndarray
+    key_wsuf: np.ndarray
+    group_key: np.ndarray
+    group_key_w: np.ndarray
+    touch_ptr: np.ndarray
+    touch_groups: np.ndarray
+
+
+_NONE, _NONE_W = np.zeros(0, np.int64), np.zeros(0, np.float32)
+NO_KEYED = (np.zeros(1, np.int64), _NONE, np.zeros(0), _NONE_W, _NONE_W, _NONE, _NONE_W, _NONE, _NONE_W,
+            np.float64(0), _NONE)  # merge_top's keyed0 for explicit groups only
 
 
 def pair_terms(A: sp.csr_matrix, rows: np.ndarray, groups: np.ndarray, g: ItemGroups) -> np.ndarray:

@@ -13,7 +13,8 @@ to the bit):
   order (the order in which scipy's product kernel sums a row);
 - :func:`merge_top`: the best ``n`` items of many streams, each stream a group's items in priority order with a
   factor (score = priority × factor), merged with a heap: a group is read only as far as its items can still
-  reach the top ``n``.
+  reach the top ``n``; groups reached only through their key node (a popular route's top category) wait in key
+  lists by first priority and are opened only when their bound can still reach it.
 
 Scratch arrays (one entry per column or group) are kept per thread (:func:`scratch`) and left cleared by the
 kernels, so a query costs what it touches, not the catalog's size. At 1M items what remains is mostly memory
@@ -84,16 +85,18 @@ def _touch(ptr, index, rows, mark):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
-def group_terms(node_ptr, node_groups, node_weights, ptr, group_nodes, group_weights, nodes, weights, reach, acc,
-                mark, node_pos):  # pragma: no cover
-    """Groups holding one of the nodes ``reach`` (ascending) and their terms for node weights ``(nodes, weights)``
-    (float32, summed in the order of ``nodes``), zero terms dropped. The groups' weights come twice: as a nodes ×
-    groups CSR (``node_ptr``, ``node_groups``, ``node_weights``) and as a groups × nodes one (``ptr``,
-    ``group_nodes``, ``group_weights``); the kernel reads whichever touches fewer entries (node by node when
-    ``reach`` is all of ``nodes``; group by group when it is a few nodes of many groups, e.g. a query's brands
+def group_terms(touch_ptr, touch_groups, node_ptr, node_groups, node_weights, ptr, group_nodes, group_weights, nodes,
+                weights, reach, acc, mark, node_pos):  # pragma: no cover
+    """Groups that a CSR nodes × groups ``(touch_ptr, touch_groups)`` lists under one of the nodes ``reach``
+    (ascending) and their terms for node weights ``(nodes, weights)`` (float32, summed in the order of ``nodes``),
+    zero terms dropped. The touch CSR is the groups' nodes × groups CSR (``node_ptr``, ``node_groups``,
+    ``node_weights``) or a part of it (:attr:`ItemGroups.keyed`: each group under its nodes but its key). The
+    groups' weights come twice: as that nodes × groups CSR and as a groups × nodes one (``ptr``, ``group_nodes``,
+    ``group_weights``); the kernel reads whichever touches fewer entries (node by node when ``reach`` is all of
+    ``nodes`` and the rows are short; group by group when it is a few nodes of many groups, e.g. a query's brands
     among its categories). ``acc`` (float32) and ``mark`` (bool), one per group, and ``node_pos`` (one per node)
     are scratch space, zero on entry and on return."""
-    touched = np.sort(_touch(node_ptr, node_groups, reach, mark))
+    touched = np.sort(_touch(touch_ptr, touch_groups, reach, mark))
     if _entries(node_ptr, nodes) <= _entries(ptr, touched):
         for i in range(len(nodes)):
             c = nodes[i]
@@ -103,29 +106,44 @@ def group_terms(node_ptr, node_groups, node_weights, ptr, group_nodes, group_wei
                 if mark[g]:
                     acc[g] += w * node_weights[e]
     else:
-        for i in range(len(nodes)):
-            node_pos[nodes[i]] = i + 1
+        _set_positions(node_pos, nodes, 1)
         width = 0
         for g in touched:
             width = max(width, ptr[g + 1] - ptr[g])
         at = np.empty(width, np.int64)
         for g in touched:
-            k = 0
-            for e in range(ptr[g], ptr[g + 1]):  # the group's nodes among the query's, in the query's order
-                p = node_pos[group_nodes[e]]
-                if p > 0:
-                    t = k
-                    while t > 0 and node_pos[group_nodes[at[t - 1]]] > p:
-                        at[t] = at[t - 1]
-                        t -= 1
-                    at[t] = e
-                    k += 1
-            for t in range(k):
-                e = at[t]
-                acc[g] += weights[node_pos[group_nodes[e]] - 1] * group_weights[e]
-        for c in nodes:
-            node_pos[c] = 0
+            acc[g] = _group_term(ptr, group_nodes, group_weights, g, weights, node_pos, at)
+        _set_positions(node_pos, nodes, 0)
     return _drain(touched, acc, mark)
+
+
+@njit(cache=True, nogil=True)
+def _set_positions(node_pos, nodes, on):  # pragma: no cover
+    """``node_pos[nodes[i]] = i + 1`` (``on``), or back to 0."""
+    for i in range(len(nodes)):
+        node_pos[nodes[i]] = (i + 1) * on
+
+
+@njit(cache=True, nogil=True)
+def _group_term(ptr, group_nodes, group_weights, g, weights, node_pos, at):  # pragma: no cover
+    """Group ``g``'s term: its weights (``group_weights[ptr[g]:ptr[g + 1]]``) times the query's ``weights`` of its
+    nodes (``node_pos``: a node's place in the query, 1-based; 0: not in it), float32, summed in the query's node
+    order (as a sparse product sums them); ``at`` is scratch of the group's width."""
+    k = 0
+    for e in range(ptr[g], ptr[g + 1]):  # the group's nodes among the query's, in the query's order
+        p = node_pos[group_nodes[e]]
+        if p > 0:
+            t = k
+            while t > 0 and node_pos[group_nodes[at[t - 1]]] > p:
+                at[t] = at[t - 1]
+                t -= 1
+            at[t] = e
+            k += 1
+    term = np.float32(0)
+    for t in range(k):
+        e = at[t]
+        term += weights[node_pos[group_nodes[e]] - 1] * group_weights[e]
+    return term
 
 
 @njit(cache=True, nogil=True)
@@ -167,10 +185,15 @@ def _sift_down(hs, hj, hk, size, at, worst):  # pragma: no cover
                 top = c
         if top == at:
             return
-        hs[at], hs[top] = hs[top], hs[at]
-        hj[at], hj[top] = hj[top], hj[at]
-        hk[at], hk[top] = hk[top], hk[at]
+        _swap(hs, hj, hk, at, top)
         at = top
+
+
+@njit(cache=True, nogil=True)
+def _swap(hs, hj, hk, a, b):  # pragma: no cover
+    hs[a], hs[b] = hs[b], hs[a]
+    hj[a], hj[b] = hj[b], hj[a]
+    hk[a], hk[b] = hk[b], hk[a]
 
 
 @njit(cache=True, nogil=True)
@@ -181,39 +204,83 @@ def _score(fac, priority, single):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
-def merge_top(items0, priority0, table0, groups0, factor0, items1, priority1, table1, groups1, factor1, skip1, single,
-              skip_group, skip_groups, exclude, n):  # pragma: no cover
+def _sift_up(hs, hj, hk, at, worst):  # pragma: no cover
+    """Sift entry ``at`` up a heap of ``(score, item, stream)`` whose top is the best entry, or with ``worst`` the
+    worst one."""
+    while at > 0:
+        up = (at - 1) // 2
+        if not (_better(hs[up], hj[up], hs[at], hj[at]) if worst else _better(hs[at], hj[at], hs[up], hj[up])):
+            return
+        _swap(hs, hj, hk, at, up)
+        at = up
+
+
+@njit(cache=True, nogil=True)
+def _list_bound(weight, wsuf, head, base, single):  # pragma: no cover
+    """The most any group of a key list can score from its entry on: the query's weight of the key times the
+    list's largest weight from there (``wsuf``), rounded as a term is, plus ``base``, times the entry's first
+    priority (rounding is monotone, so no group of the rest of the list scores more)."""
+    return _score(np.float64(np.float32(np.float32(weight) * wsuf)) + base, head, single)
+
+
+@njit(cache=True, nogil=True)
+def merge_top(items0, priority0, table0, groups0, factor0, keyed0, items1, priority1, table1, groups1, factor1, skip1,
+              single, skip_group, exclude, n):  # pragma: no cover
     """The best ``n`` items (score descending, ties: lower index) of the groups ``groups0`` of source 0 and
     ``groups1`` of source 1. Group ``g`` of a source ``(items, priority, table, groups, factor)`` is the stream
     ``items[table[g, 0]:table[g, 1]]`` in priority order (highest first, ``priority`` beside ``items``), scoring
     ``priority * factor[k]`` for ``g = groups[k]`` (float64; rounded to float32 as a float32 product when
-    ``single``). Items in ``exclude`` (sorted) are left out, and with ``skip1`` the items of source 1 whose
-    ``skip_group[item]`` is in ``skip_groups`` (sorted); so are scores <= 0. Items tied with the ``n``-th score are
-    all read, then the ties are broken by index. Returns ``(items, scores)``, scores float64.
+    ``single``). Items in ``exclude`` (sorted) are left out, and with ``skip1`` the items of source 1 whose group
+    ``skip_group[item]`` is one of source 0's; so are scores <= 0. Items tied with the ``n``-th score are all read,
+    then the ties are broken by index. Returns ``(items, scores)``, scores float64.
 
-    The streams are merged with a heap; an item is checked against ``exclude`` and ``skip_groups`` only when it
+    ``keyed0`` (:meth:`ItemGroups.lazy`) adds source 0's groups reached only through their key node, read lazily:
+    ``groups0`` are then the groups reached through another node (with their terms), and each query node's key
+    list (:attr:`ItemGroups.keyed`: the groups whose key it is, by first priority) is one more stream, of upper
+    bounds; a group of it is opened (term ``weight * key weight``, factor ``term + base``) only when its bound
+    comes to the top, i.e. when it may still reach the top ``n``. Weights must not be negative.
+
+    The streams are merged with a heap; an item is checked against ``exclude`` and the skipped groups only when it
     comes out of it, so a group costs one look at its first item unless that item reaches the top. That look
     reads one row of ``table`` (:attr:`ItemGroups.table`: start, stop, first item, its priority as float64 bits),
     one cache line per group rather than one in each of four arrays."""
+    key_ptr, key_groups, key_head, key_w, key_wsuf, group_key, group_key_w, nodes, weights, base, node_pos = keyed0
     G0 = len(groups0)
-    S = G0 + len(groups1)
-    pos = np.empty(S, np.int64)  # each stream's item in the heap, and its end
+    G = G0 + len(groups1)
+    S = G
+    for c in nodes:  # a stream per key list, and one per group it may open
+        if key_ptr[c] < key_ptr[c + 1]:
+            S += 1 + key_ptr[c + 1] - key_ptr[c]
+    pos = np.empty(S, np.int64)  # each stream's item in the heap (key lists: entry), and its end
     stop = np.empty(S, np.int64)
-    fac = np.empty(S, np.float64)
-    hs = np.empty(S, np.float64)  # the heap: each live stream's next score, item and stream
+    fac = np.empty(S, np.float64)  # key lists: the query's weight of the key
+    kind = np.empty(S, np.int8)  # 0: source 0's items, 1: source 1's, 2: a key list
+    hs = np.empty(S, np.float64)  # the heap: each live stream's next score (key lists: bound), item and stream
     hj = np.empty(S, np.int64)
     hk = np.empty(S, np.int64)
     size = 0
-    for s in range(S):
+    for s in range(G):
         if s < G0:
-            row, fac[s] = table0[groups0[s]], factor0[s]
+            row, fac[s], kind[s] = table0[groups0[s]], factor0[s], 0
         else:
-            row, fac[s] = table1[groups1[s - G0]], factor1[s - G0]
+            row, fac[s], kind[s] = table1[groups1[s - G0]], factor1[s - G0], 1
         pos[s], stop[s] = row[0], row[1]
         if row[0] < row[1]:
             score = _score(fac[s], row[3:4].view(np.float64)[0], single)
             if score > 0:
                 hs[size], hj[size], hk[size] = score, row[2], s
+                size += 1
+    streams = G
+    _set_positions(node_pos, nodes, 1)
+    for i in range(len(nodes)):
+        lo, hi = key_ptr[nodes[i]], key_ptr[nodes[i] + 1]
+        if lo < hi:
+            s = streams
+            streams += 1
+            pos[s], stop[s], fac[s], kind[s] = lo, hi, weights[i], 2
+            score = _list_bound(fac[s], key_wsuf[lo], key_head[lo], base, single)
+            if score > 0:
+                hs[size], hj[size], hk[size] = score, -1, s
                 size += 1
     for at in range(size // 2 - 1, -1, -1):
         _sift_down(hs, hj, hk, size, at, False)
@@ -226,8 +293,28 @@ def merge_top(items0, priority0, table0, groups0, factor0, items1, priority1, ta
         score, j, s = hs[0], hj[0], hk[0]
         if cnt >= n and score < kth:
             break
-        left_out = _contains(exclude, j) or (
-            skip1 and s >= G0 and skip_group[j] >= 0 and _contains(skip_groups, skip_group[j]))
+        at = pos[s]
+        pos[s] += 1  # the stream's next entry takes its place (scores only fall along a stream: <= 0 ends it)
+        if kind[s] == 2:  # a key list's bound: open its group, unless reached through another node
+            g = key_groups[at]
+            score = 0.0
+            if at + 1 < stop[s]:
+                score = _list_bound(fac[s], key_wsuf[at + 1], key_head[at + 1], base, single)
+            size = _replace_top(hs, hj, hk, size, score, -1)
+            term = np.float32(np.float32(fac[s]) * key_w[at])
+            row = table0[g]
+            if term != 0 and row[0] < row[1] and not _contains(groups0, g):
+                t = streams
+                streams += 1
+                pos[t], stop[t], fac[t], kind[t] = row[0], row[1], np.float64(term) + base, 0
+                score = _score(fac[t], row[3:4].view(np.float64)[0], single)
+                if score > 0:
+                    hs[size], hj[size], hk[size] = score, row[2], t
+                    size += 1
+                    _sift_up(hs, hj, hk, size - 1, False)
+            continue
+        left_out = _contains(exclude, j) or (skip1 and kind[s] == 1 and skip_group[j] >= 0 and _reached(
+            skip_group[j], groups0, group_key, group_key_w, weights, node_pos))
         if not left_out:
             if cnt == cap:
                 cap *= 2
@@ -240,24 +327,43 @@ def merge_top(items0, priority0, table0, groups0, factor0, items1, priority1, ta
             cnt += 1
             if cnt == n:
                 kth = score
-        pos[s] += 1  # the stream's next item takes its place (scores only fall along a stream: <= 0 ends it)
-        at = pos[s]
+        at += 1
         score = 0.0
         if at < stop[s]:
-            if s < G0:
+            if kind[s] == 0:
                 j, score = items0[at], _score(fac[s], priority0[at], single)
             else:
                 j, score = items1[at], _score(fac[s], priority1[at], single)
-        if score > 0:
-            hs[0], hj[0] = score, j
-        else:
-            size -= 1
-            hs[0], hj[0], hk[0] = hs[size], hj[size], hk[size]
-        _sift_down(hs, hj, hk, size, 0, False)
+        size = _replace_top(hs, hj, hk, size, score, j)
+    _set_positions(node_pos, nodes, 0)
     out_j, out_s = out_j[:cnt], out_s[:cnt]
     order = np.argsort(out_j, kind="mergesort")
     order = order[np.argsort(-out_s[order], kind="mergesort")][:n]
     return out_j[order], out_s[order]
+
+
+@njit(cache=True, nogil=True)
+def _replace_top(hs, hj, hk, size, score, j):  # pragma: no cover
+    """The heap's top stream goes on with ``(score, j)``, or leaves the heap when ``score`` <= 0; the new size."""
+    if score > 0:
+        hs[0], hj[0] = score, j
+    else:
+        size -= 1
+        hs[0], hj[0], hk[0] = hs[size], hj[size], hk[size]
+    _sift_down(hs, hj, hk, size, 0, False)
+    return size
+
+
+@njit(cache=True, nogil=True)
+def _reached(g, groups0, group_key, group_key_w, weights, node_pos):  # pragma: no cover
+    """Whether source 0 of :func:`merge_top` holds group ``g`` with a term that is not 0: one of ``groups0``, or
+    a group reached through its key node alone."""
+    if _contains(groups0, g):
+        return True
+    if not len(group_key):
+        return False
+    p = node_pos[group_key[g]]
+    return p > 0 and np.float32(weights[p - 1] * group_key_w[g]) != 0
 
 
 @njit(cache=True, nogil=True)
@@ -282,7 +388,7 @@ def best_n(ids, scores, exclude, n):  # pragma: no cover
     Returns ``(ids, scores)`` best first, scores float64."""
     hs = np.empty(max(n, 0), np.float64)
     hj = np.empty(max(n, 0), np.int64)
-    hk = np.empty(max(n, 0), np.int64)  # unused: the heap's third array
+    hk = np.empty(max(n, 0), np.int64)  # the heap's third array, unused here
     size = 0
     for i in range(len(ids)):
         s = np.float64(scores[i])
@@ -293,17 +399,10 @@ def best_n(ids, scores, exclude, n):  # pragma: no cover
             continue
         if _contains(exclude, j):
             continue
-        if size < n:  # sift the new entry up
-            at = size
+        if size < n:
+            hs[size], hj[size] = s, j
             size += 1
-            while at > 0:
-                up = (at - 1) // 2
-                if _better(hs[up], hj[up], s, j):
-                    hs[at], hj[at] = hs[up], hj[up]
-                    at = up
-                else:
-                    break
-            hs[at], hj[at] = s, j
+            _sift_up(hs, hj, hk, size - 1, True)
         else:
             hs[0], hj[0] = s, j
             _sift_down(hs, hj, hk, size, 0, True)

@@ -42,7 +42,7 @@ from kgrec.routes._common import (
     Names, Rows, SeedExpansionRoute, cap_columns, category_depth, check_interactions, excluded, exclusion_keys,
     item_buyers, leaf_ancestors, pair_member, ranges, row_positions, row_product, seed_matrix, seed_row, union,
 )
-from kgrec.routes._groups import GroupSource, ItemGroups, pair_terms, pruned_top_n
+from kgrec.routes._groups import NO_KEYED, GroupSource, ItemGroups, pair_terms, pruned_top_n
 from kgrec.routes._kernels import merge_top
 from kgrec.routes.base import EMPTY_IDS, Evidence, Query, RouteUnavailable, seed_weights
 
@@ -150,9 +150,9 @@ class KGRoute(SeedExpansionRoute):
         by_all, by_category = self._groups
         g1, t1 = by_all.terms(nodes, weights, reach=nodes[brand])  # items of the query's brands
         g2, t2 = by_category.terms(nodes[~brand], weights[~brand])  # the others: no brand term
-        ids, scores = merge_top(by_all.items, by_all.item_priority, by_all.table, g1, t1.astype(np.float64),
+        ids, scores = merge_top(by_all.items, by_all.item_priority, by_all.table, g1, t1.astype(np.float64), NO_KEYED,
                                 by_category.items, by_category.item_priority, by_category.table, g2,
-                                t2.astype(np.float64), True, True, by_all.item_group, g1, np.sort(excluded(query)), n)
+                                t2.astype(np.float64), True, True, by_all.item_group, np.sort(excluded(query)), n)
         return ids, scores.astype(np.float32)  # float32 products: exact
 
     def recall_rows(self, queries: Sequence[Query], n: int) -> Rows:
