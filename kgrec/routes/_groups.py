@@ -32,7 +32,9 @@ class ItemGroups:
     where a capped node keeps only some of its items).
     """
 
-    def __init__(self, M: sp.csr_matrix, priority: np.ndarray, keep: np.ndarray | None = None) -> None:
+    def __init__(self, M: sp.csr_matrix, priority: np.ndarray, keep: np.ndarray | None = None,
+                 keys: np.ndarray | None = None) -> None:
+        self.key_nodes = keys  # which nodes may be a group's key (:attr:`keyed`; None: any)
         M = sp.csr_matrix(M)
         M.sort_indices()
         lens = np.diff(M.indptr)
@@ -79,12 +81,18 @@ class ItemGroups:
               ) -> tuple[np.ndarray, np.ndarray]:
         """The groups that hold one of the nodes ``reach`` (default: ``nodes``), ascending, and their term for
         node weights ``(nodes, weights)`` (in the order a sparse product sums them), float32; groups whose term
-        is 0 are left out, as a sparse product drops zero sums. With ``keyed``, only the groups that hold one of
-        them other than their key (:attr:`keyed`; the rest come by :meth:`lazy`)."""
+        is 0 are left out, as a sparse product drops zero sums. With ``keyed``, only those that hold one of
+        ``reach`` other than their key, or their key and another of ``nodes`` (:attr:`keyed`): the rest, reached
+        through their key alone, come by :meth:`lazy`."""
         reach = nodes if reach is None else reach
         if not len(reach):
             return EMPTY_IDS, np.zeros(0, np.float32)
-        touch = (self.keyed.touch_ptr, self.keyed.touch_groups) if keyed else (self.node_ptr, self.node_groups)
+        if keyed:  # reach's rows of the other nodes, and the groups of a key in reach that hold another node
+            k = self.keyed
+            touch = (k.touch_ptr, k.touch_groups, k.pair_ptr, k.pair_nodes, k.pair_groups,
+                     EMPTY_IDS if reach is nodes else np.asarray(reach, np.int64))
+        else:
+            touch = (self.node_ptr, self.node_groups) + _NO_PAIRS
         return group_terms(*touch, self.node_ptr, self.node_groups, self.node_weights, self.ptr, self.nodes,
                            self.weights, np.asarray(nodes, np.int64), np.asarray(weights, np.float32),
                            np.asarray(reach, np.int64), scratch(self.n_groups, np.float32),
@@ -92,19 +100,23 @@ class ItemGroups:
 
     @cached_property  # built by the first query that needs it (threads racing to it build equal copies)
     def keyed(self) -> KeyLists:
-        """Each group's key node (of its nodes, the one in most groups; ties: lower node) and, per node, the groups
-        whose key it is, by first priority (:class:`KeyLists`). A query reaches most groups of a tree through a
-        few high nodes (a popular route's top categories); :meth:`lazy` lets :func:`merge_top` open those groups
-        only as far as their bound can still reach the top ``n``."""
+        """Each group's key node (of its nodes allowed as keys, ``key_nodes``, the one in most groups; ties: lower
+        node; -1 when it has none) and, per node, the groups whose key it is, by first priority (:class:`KeyLists`).
+        A query reaches most groups through one node alone (a popular route's top category, a KG route's brand):
+        :meth:`lazy` lets :func:`merge_top` open those groups only as far as their bound can still reach the top
+        ``n``."""
         if (self.weights < 0).any():
             raise ValueError("ItemGroups.keyed: node weights must not be negative (the key lists' bounds need it)")
         n_nodes = len(self.node_ptr) - 1
         group = np.repeat(np.arange(self.n_groups, dtype=np.int64), np.diff(self.ptr))
-        order = np.lexsort((self.nodes, -np.diff(self.node_ptr)[self.nodes], group))
-        pick = order[self.ptr[:-1]]  # each group's node in most groups
-        key, key_w = self.nodes[pick], self.weights[pick]
+        allowed = np.ones(len(self.nodes), bool) if self.key_nodes is None else self.key_nodes[self.nodes]
+        order = np.lexsort((self.nodes, -np.diff(self.node_ptr)[self.nodes], ~allowed, group))
+        pick = order[self.ptr[:-1]]  # each group's allowed node in most groups (any node when none is allowed)
+        has = allowed[pick]
+        key = np.where(has, self.nodes[pick], -1)
+        key_w = np.where(has, self.weights[pick], 0).astype(np.float32)
         head = self.table[:, 3].view(np.float64)
-        by_list = np.lexsort((np.arange(self.n_groups), -head, key))
+        by_list = np.lexsort((np.arange(self.n_groups), -head, key))[int((~has).sum()):]  # keyless groups first
         key_ptr = np.searchsorted(key[by_list], np.arange(n_nodes + 1)).astype(np.int64)
         w = key_w[by_list]
         # the largest weight from each entry to its list's end: ranks of the weights, offset per list so that one
@@ -112,13 +124,20 @@ class ItemGroups:
         values, rank = np.unique(w, return_inverse=True)
         lists = np.repeat(np.arange(n_nodes, dtype=np.int64), np.diff(key_ptr))
         offset = (n_nodes - lists) * (len(values) + 1)
-        wsuf = values[(np.maximum.accumulate((rank.ravel() + offset)[::-1])[::-1] - offset)]
+        wsuf = values[(np.maximum.accumulate((rank.ravel() + offset)[::-1])[::-1] - offset)] if len(w) else w
         other = np.ones(len(self.nodes), bool)
-        other[pick] = False
+        other[pick[has]] = False
         touch = sp.csr_matrix((np.ones(int(other.sum()), bool), (self.nodes[other], group[other])),
                               shape=(n_nodes, self.n_groups))
+        # per key node: the other nodes of its groups, ascending, with the group (a query's key node and another
+        # of its nodes find the groups that hold both by a search in the key's pairs)
+        paired = other & has[group]
+        pk, pn, pg = key[group[paired]], self.nodes[paired], group[paired]
+        by_pair = np.lexsort((pg, pn, pk))
+        pair_ptr = np.searchsorted(pk[by_pair], np.arange(n_nodes + 1)).astype(np.int64)
         return KeyLists(key_ptr, by_list.astype(np.int64), head[by_list], w, wsuf.astype(np.float32), key, key_w,
-                        touch.indptr.astype(np.int64), touch.indices.astype(np.int64))
+                        touch.indptr.astype(np.int64), touch.indices.astype(np.int64), pair_ptr,
+                        pn[by_pair].astype(np.int64), pg[by_pair].astype(np.int64))
 
     def lazy(self, nodes: np.ndarray, weights: np.ndarray, base: float) -> tuple:
         """The ``keyed0`` argument of :func:`merge_top` for a query with node weights ``(nodes, weights)``: its key
@@ -154,8 +173,9 @@ class KeyLists:
     """:attr:`ItemGroups.keyed`. ``key_ptr`` (per node) delimits the node's list in ``key_groups`` (the groups whose
     key it is, first priority descending, ties: lower group), with beside each entry its group's first priority
     ``key_head`` (float64), its weight of the key ``key_w`` and the largest such weight from it to the list's end
-    ``key_wsuf`` (float32); per group its key ``group_key`` and ``group_key_w``; and the nodes × groups CSR of every
-    other node of a group (``touch_ptr``, ``touch_groups``)."""
+    ``key_wsuf`` (float32); per group its key ``group_key`` and ``group_key_w``; the nodes × groups CSR of every
+    other node of a group (``touch_ptr``, ``touch_groups``); and per key node (``pair_ptr``) the other nodes of its
+    groups, ascending (``pair_nodes``), with the group (``pair_groups``)."""
 
     key_ptr: np.ndarray
     key_groups: np.ndarray
@@ -166,11 +186,15 @@ class KeyLists:
     group_key_w: np.ndarray
     touch_ptr: np.ndarray
     touch_groups: np.ndarray
+    pair_ptr: np.ndarray
+    pair_nodes: np.ndarray
+    pair_groups: np.ndarray
 
 
 _NONE, _NONE_W = np.zeros(0, np.int64), np.zeros(0, np.float32)
 NO_KEYED = (np.zeros(1, np.int64), _NONE, np.zeros(0), _NONE_W, _NONE_W, _NONE, _NONE_W, _NONE, _NONE_W,
             np.float64(0), _NONE)  # merge_top's keyed0 for explicit groups only
+_NO_PAIRS = (np.zeros(1, np.int64), _NONE, _NONE, _NONE)  # group_terms without a search in key pairs
 
 
 def pair_terms(A: sp.csr_matrix, rows: np.ndarray, groups: np.ndarray, g: ItemGroups) -> np.ndarray:

@@ -76,27 +76,38 @@ def _touch(ptr, index, rows, mark):  # pragma: no cover
     m = 0
     for r in rows:
         for e in range(ptr[r], ptr[r + 1]):
-            j = index[e]
-            if not mark[j]:
-                mark[j] = True
-                seen[m] = j
-                m += 1
+            m = _mark_new(index[e], mark, seen, m)
     return seen[:m]
 
 
 @njit(cache=True, nogil=True)
-def group_terms(touch_ptr, touch_groups, node_ptr, node_groups, node_weights, ptr, group_nodes, group_weights, nodes,
-                weights, reach, acc, mark, node_pos):  # pragma: no cover
-    """Groups that a CSR nodes × groups ``(touch_ptr, touch_groups)`` lists under one of the nodes ``reach``
-    (ascending) and their terms for node weights ``(nodes, weights)`` (float32, summed in the order of ``nodes``),
-    zero terms dropped. The touch CSR is the groups' nodes × groups CSR (``node_ptr``, ``node_groups``,
-    ``node_weights``) or a part of it (:attr:`ItemGroups.keyed`: each group under its nodes but its key). The
+def _mark_new(j, mark, seen, m):  # pragma: no cover
+    """Marks ``j`` and appends it to ``seen[:m]`` unless marked already; the new length."""
+    if mark[j]:
+        return m
+    mark[j] = True
+    seen[m] = j
+    return m + 1
+
+
+@njit(cache=True, nogil=True)
+def group_terms(touch_ptr, touch_groups, pair_ptr, pair_nodes, pair_groups, pair_reach, node_ptr, node_groups,
+                node_weights, ptr, group_nodes, group_weights, nodes, weights, reach, acc, mark,
+                node_pos):  # pragma: no cover
+    """Groups that a CSR nodes × groups ``(touch_ptr, touch_groups)`` lists under one of the nodes ``reach``, or that
+    the pairs of a node of ``pair_reach`` list under another of ``nodes`` (:attr:`ItemGroups.keyed`), ascending, and
+    their terms for node weights ``(nodes, weights)`` (float32, summed in the order of ``nodes``), zero terms
+    dropped. The touch CSR is the groups' nodes × groups CSR (``node_ptr``, ``node_groups``, ``node_weights``) or
+    a part of it (:attr:`ItemGroups.keyed`: each group under its nodes but its key). The
     groups' weights come twice: as that nodes × groups CSR and as a groups × nodes one (``ptr``, ``group_nodes``,
     ``group_weights``); the kernel reads whichever touches fewer entries (node by node when ``reach`` is all of
     ``nodes`` and the rows are short; group by group when it is a few nodes of many groups, e.g. a query's brands
     among its categories). ``acc`` (float32) and ``mark`` (bool), one per group, and ``node_pos`` (one per node)
     are scratch space, zero on entry and on return."""
-    touched = np.sort(_touch(touch_ptr, touch_groups, reach, mark))
+    touched = _touch(touch_ptr, touch_groups, reach, mark)
+    if len(pair_reach):
+        touched = np.concatenate((touched, _touch_pairs(pair_ptr, pair_nodes, pair_groups, pair_reach, nodes, mark)))
+    touched = np.sort(touched)
     if _entries(node_ptr, nodes) <= _entries(ptr, touched):
         for i in range(len(nodes)):
             c = nodes[i]
@@ -115,6 +126,28 @@ def group_terms(touch_ptr, touch_groups, node_ptr, node_groups, node_weights, pt
             acc[g] = _group_term(ptr, group_nodes, group_weights, g, weights, node_pos, at)
         _set_positions(node_pos, nodes, 0)
     return _drain(touched, acc, mark)
+
+
+@njit(cache=True, nogil=True)
+def _touch_pairs(pair_ptr, pair_nodes, pair_groups, keys, nodes, mark):  # pragma: no cover
+    """The groups not yet marked whose key is one of ``keys`` and that hold another of ``nodes`` (pairs: per key,
+    the other nodes of its groups ascending, beside the group); marks them."""
+    count = 0
+    for k in keys:
+        count += pair_ptr[k + 1] - pair_ptr[k]
+    seen = np.empty(count, np.int64)
+    m = 0
+    for k in keys:
+        lo, hi = pair_ptr[k], pair_ptr[k + 1]
+        if lo == hi:
+            continue
+        row = pair_nodes[lo:hi]
+        for c in nodes:
+            if c == k:
+                continue
+            for e in range(lo + np.searchsorted(row, c), lo + np.searchsorted(row, c, side="right")):
+                m = _mark_new(pair_groups[e], mark, seen, m)
+    return seen[:m]
 
 
 @njit(cache=True, nogil=True)
@@ -360,7 +393,7 @@ def _reached(g, groups0, group_key, group_key_w, weights, node_pos):  # pragma: 
     a group reached through its key node alone."""
     if _contains(groups0, g):
         return True
-    if not len(group_key):
+    if not len(group_key) or group_key[g] < 0:
         return False
     p = node_pos[group_key[g]]
     return p > 0 and np.float32(weights[p - 1] * group_key_w[g]) != 0

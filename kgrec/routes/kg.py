@@ -42,7 +42,7 @@ from kgrec.routes._common import (
     Names, Rows, SeedExpansionRoute, cap_columns, category_depth, check_interactions, excluded, exclusion_keys,
     item_buyers, leaf_ancestors, pair_member, ranges, row_positions, row_product, seed_matrix, seed_row, union,
 )
-from kgrec.routes._groups import NO_KEYED, GroupSource, ItemGroups, pair_terms, pruned_top_n
+from kgrec.routes._groups import GroupSource, ItemGroups, pair_terms, pruned_top_n
 from kgrec.routes._kernels import merge_top
 from kgrec.routes.base import EMPTY_IDS, Evidence, Query, RouteUnavailable, seed_weights
 
@@ -148,11 +148,13 @@ class KGRoute(SeedExpansionRoute):
         nodes, weights = row_product(*row, self.up)  # in the order scipy's product leaves them
         brand = nodes < self._brand_nodes
         by_all, by_category = self._groups
-        g1, t1 = by_all.terms(nodes, weights, reach=nodes[brand])  # items of the query's brands
+        # items of the query's brands: groups with another of its nodes now, those with its brand alone lazily
+        g1, t1 = by_all.terms(nodes, weights, reach=nodes[brand], keyed=True)
         g2, t2 = by_category.terms(nodes[~brand], weights[~brand])  # the others: no brand term
-        ids, scores = merge_top(by_all.items, by_all.item_priority, by_all.table, g1, t1.astype(np.float64), NO_KEYED,
-                                by_category.items, by_category.item_priority, by_category.table, g2,
-                                t2.astype(np.float64), True, True, by_all.item_group, np.sort(excluded(query)), n)
+        ids, scores = merge_top(by_all.items, by_all.item_priority, by_all.table, g1, t1.astype(np.float64),
+                                by_all.lazy(nodes[brand], weights[brand], 0.0), by_category.items,
+                                by_category.item_priority, by_category.table, g2, t2.astype(np.float64), True, True,
+                                by_all.item_group, np.sort(excluded(query)), n)
         return ids, scores.astype(np.float32)  # float32 products: exact
 
     def recall_rows(self, queries: Sequence[Query], n: int) -> Rows:
@@ -199,7 +201,8 @@ class KGRoute(SeedExpansionRoute):
         D = self.down.tocoo()
         keep = D.col >= self._brand_nodes
         categories = sp.csr_matrix((D.data[keep], (D.row[keep], D.col[keep])), shape=D.shape)
-        return ItemGroups(self.down, self.prior), ItemGroups(categories, self.prior)
+        brand = np.arange(self.down.shape[1]) < self._brand_nodes  # a (brand, categories) group's key: its brand
+        return ItemGroups(self.down, self.prior, keys=brand), ItemGroups(categories, self.prior)
 
     def _node(self, col: int) -> tuple[str, str, int]:
         for v, label, start in reversed(self._blocks):
