@@ -257,6 +257,25 @@ def test_co_counts_equal_set_intersections(graph):
     assert lens[popular[0]] > 16 * lens[rare].min()  # the search branch is taken
 
 
+@pytest.mark.parametrize("shrink", [100.0, 0.3])
+def test_co_counts_from_the_similarity_are_the_counts(graph, shrink):
+    """A cosine item-CF with shrink gives every kept pair's count back from its similarity, without reading
+    the users of either item (the item × user matrix is never built); a similarity that is not a count's falls
+    back to counting."""
+    cat, kg, R = graph
+    route = ItemCFRoute(kg, R, k=50, shrink=shrink)
+    S = route.sim.tocoo()
+    a, b, sims = S.row.astype(np.int64), S.col.astype(np.int64), S.data
+    got = route.co_counts(a, b, sims)
+    assert "_item_users" not in route.__dict__  # no pair needed counting
+    m = route._item_users
+    ref = [len(np.intersect1d(m.indices[m.indptr[i]:m.indptr[i + 1]], m.indices[m.indptr[j]:m.indptr[j + 1]]))
+           for i, j in zip(a.tolist(), b.tolist())]
+    assert got.tolist() == ref and min(ref) >= 1
+    wrong = sims * np.float32(1.37)  # not this pair's similarity: counted instead
+    assert route.co_counts(a, b, wrong).tolist() == ref
+
+
 # --- fusion ------------------------------------------------------------------------------------------
 def ref_fuse(results, k, config=FusionConfig(), is_head=None, is_cold=None):
     """The dict-based fusion that :func:`fuse` replaced (modes rrf and weighted)."""

@@ -39,14 +39,28 @@ class AnnRoute:
         return self.index.search(v, n, exclude=exclude)
 
     def explain(self, query: Query, item: int) -> list[Evidence]:
+        return self.explain_many(query, np.array([item], np.int64))[0]
+
+    def explain_many(self, query: Query, items: np.ndarray) -> list[list[Evidence]]:
+        """Per item, the history item (or seed) whose vector is closest to it (first in history order on ties),
+        for all items in one call; each cosine is summed the same way whatever the batch."""
         seeds = query.seeds()
+        items = np.asarray(items, np.int64)
         if len(seeds) == 0:
-            return []
-        sims = self.vectors[seeds] @ self.vectors[item]
-        j = int(np.argmax(sims))
-        via = int(seeds[j])
-        return [Evidence(self.name, "vector", f'similar to "{self.titles[via]}" (cosine {sims[j]:.2f})',
-                         via_item=via, value=float(sims[j]))]
+            return [[] for _ in items]
+        sims = _dots(self.vectors[items], self.vectors[seeds])
+        best = np.argmax(sims, axis=1)
+        out = []
+        for via, sim in zip(seeds[best].tolist(), sims[np.arange(len(items)), best].tolist()):
+            out.append([Evidence(self.name, "vector", f'similar to "{self.titles[via]}" (cosine {sim:.2f})',
+                                 via_item=via, value=sim)])
+        return out
+
+
+def _dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b.T`` (rows × rows), each dot product summed along the vector as ``np.sum`` does: the same bits for a
+    pair whatever else is in the batch (BLAS may sum a matrix product and a vector product differently)."""
+    return (a[:, None, :] * b[None, :, :]).sum(axis=-1)
 
 
 class TextRoute:
@@ -80,7 +94,13 @@ class TextRoute:
         return self.index.search(self.encode(query.text), n, exclude=query.exclude)
 
     def explain(self, query: Query, item: int) -> list[Evidence]:
+        return self.explain_many(query, np.array([item], np.int64))[0]
+
+    def explain_many(self, query: Query, items: np.ndarray) -> list[list[Evidence]]:
+        """The cosine of each item to the query text, for all items in one call."""
+        items = np.asarray(items, np.int64)
         if not query.text:
-            return []
-        sim = float(self.vectors[item] @ self.encode(query.text))
-        return [Evidence(self.name, "text", f'matches "{query.text}" (cosine {sim:.2f})', value=sim)]
+            return [[] for _ in items]
+        sims = _dots(self.vectors[items], self.encode(query.text)[None, :])[:, 0]
+        return [[Evidence(self.name, "text", f'matches "{query.text}" (cosine {sim:.2f})', value=sim)]
+                for sim in sims.tolist()]

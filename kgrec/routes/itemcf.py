@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from graph_schema import ITEM
 from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
-    Names, SeedExpansionRoute, check_interactions, ranges, row_positions, row_product, topk_csr,
+    Names, SeedExpansionRoute, check_interactions, item_buyers, ranges, row_positions, row_product, topk_csr,
 )
 from kgrec.routes._kernels import pair_overlaps, scratch
 from kgrec.routes.base import Evidence, Query, RouteUnavailable, seed_weights
@@ -251,6 +251,9 @@ class ItemCFRoute(SeedExpansionRoute):
         if R.nnz == 0 and sim is None:
             raise RouteUnavailable("no training interactions")
         self._R = R
+        # cosine on binary rows with shrink > 0 divides each pair's exact count by a float32 denominator, so a
+        # kept pair's count comes back from its similarity (co_counts): evidence without scanning best-sellers
+        self._sim_counts = weighting == "cosine" and binary and shrink > 0
         if sim is not None:  # a saved similarity (``route.sim``) from a previous build on the same R
             if sim.shape != (self.n_items, self.n_items):
                 raise ValueError(f"ItemCFRoute: sim is {sim.shape}, expected ({self.n_items}, {self.n_items}); "
@@ -283,13 +286,39 @@ class ItemCFRoute(SeedExpansionRoute):
         """Users who interacted with both ``a`` and ``b`` in the training matrix."""
         return int(self.co_counts(np.array([a]), np.array([b]))[0])
 
-    def co_counts(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """:meth:`co_count` of each pair ``(a[k], b[k])``, compiled (:func:`~kgrec.routes._kernels.pair_overlaps`):
-        each distinct ``a``'s users are marked once in a flag per user (kept per thread) and looked up for its
-        partners, or searched in a partner with many more users."""
-        m = self._item_users
-        return pair_overlaps(m.indptr, m.indices, np.asarray(a, np.int64), np.asarray(b, np.int64),
-                             scratch(m.shape[1], bool))
+    def co_counts(self, a: np.ndarray, b: np.ndarray, sims: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`co_count` of each pair ``(a[k], b[k])``. With ``sims`` (``sim[a[k], b[k]]``, non-zero) and a
+        cosine similarity with shrink on binary rows, from the similarity: it is ``count / d`` with ``d = sqrt(deg_a)
+        sqrt(deg_b) + shrink`` in float32, one rounding, so ``sim * d`` is within ``count * 2**-24`` of the count
+        (checked: pairs whose product is not that close to a possible count are counted instead). Otherwise
+        compiled (:func:`~kgrec.routes._kernels.pair_overlaps`): each distinct ``a``'s users are marked once in a
+        flag per user (kept per thread) and looked up for its partners, or searched in a partner with many more."""
+        a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+        out = np.zeros(len(a), np.int64)
+        todo = np.arange(len(a))
+        if sims is not None and self._sim_counts and len(a):
+            deg = self._degrees
+
+            def norm(i: np.ndarray) -> np.ndarray:  # as item_neighbours computes them
+                return np.sqrt(deg[i].astype(np.float64)).astype(np.float32)
+
+            d = norm(b) * norm(a)
+            d += np.float32(self.shrink)
+            exact = np.asarray(sims, np.float32).astype(np.float64) * d
+            count = np.rint(exact)
+            ok = (np.abs(exact - count) <= count * 2.0**-20) & (count >= max(self.min_count, 1)) & \
+                 (count <= np.minimum(deg[a], deg[b]))  # 2**-20: 16 times the rounding's bound
+            out[ok] = count[ok]
+            todo = np.flatnonzero(~ok)
+        if len(todo):
+            m = self._item_users
+            out[todo] = pair_overlaps(m.indptr, m.indices, a[todo], b[todo], scratch(m.shape[1], bool))
+        return out
+
+    @cached_property
+    def _degrees(self) -> np.ndarray:
+        """Users per item in the training matrix (its stored entries, as the binary rows of the build count them)."""
+        return item_buyers(self._R)
 
     def explain(self, query: Query, item: int) -> list[Evidence]:
         return self.explain_many(query, np.array([item], np.int64))[0]
@@ -315,7 +344,7 @@ class ItemCFRoute(SeedExpansionRoute):
         best = np.argmax(contrib, axis=0)
         found = np.flatnonzero(contrib[best, np.arange(len(items))] > 0)
         via = seeds[best[found]]
-        co = self.co_counts(via, items[found])
+        co = self.co_counts(via, items[found], sims[best[found], found])
         out: list[list[Evidence]] = [[] for _ in items]
         for j, v, c in zip(found.tolist(), via.tolist(), co.tolist()):
             users = "user" if c == 1 else "users"
