@@ -125,6 +125,9 @@ def recall_rows(report: dict, out: str = "benchmarks/results/recall.json") -> st
             d = sec["dataset"]
             what = (f"synthetic {d['n_items']:,} items / {d['n_users']:,} users / {d['n_interactions']:,} "
                     f"interactions, routes {' + '.join(sec['routes'])}")
+            if sec.get("ann_vectors"):
+                v = sec["ann_vectors"]
+                what += f" (`ann` over {v['dim']}-d {v['kind']} stand-in item vectors, {v['index'].upper()} index)"
         else:
             c = sec["dataset"]["counts"]
             what = f"amazon-scientific ({c['Item']:,} items), routes {' + '.join(sec['routes'])}"
