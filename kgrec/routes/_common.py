@@ -101,6 +101,13 @@ def row_positions(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.
     return ranges(indptr[rows], indptr[rows + 1])
 
 
+def row_entries(M: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``M[rows]`` as COO arrays ``(row, col, data)`` (``row`` indexes ``rows``; entries in stored order, as
+    ``M[rows].tocoo()`` gives them) without scipy's fancy indexing, whose set-up costs more than a few rows."""
+    pos, n = row_positions(M.indptr, rows)
+    return np.repeat(np.arange(len(rows), dtype=np.int64), n), M.indices[pos], M.data[pos]
+
+
 def row_product(cols: np.ndarray, vals: np.ndarray, B: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """``w @ B`` for one sparse row ``w`` (``cols``, ``vals`` in ``w``'s stored order) and a CSR ``B``.
 

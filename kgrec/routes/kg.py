@@ -40,7 +40,8 @@ from graph_schema import BRAND, CATEGORY, HAS_BRAND, ITEM
 from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
     Names, Rows, SeedExpansionRoute, cap_columns, category_depth, check_interactions, excluded, exclusion_keys,
-    item_buyers, leaf_ancestors, pair_member, ranges, row_positions, row_product, seed_matrix, seed_row, union,
+    item_buyers, leaf_ancestors, pair_member, ranges, row_entries, row_positions, row_product, seed_matrix, seed_row,
+    union,
 )
 from kgrec.routes._groups import GroupSource, ItemGroups, pair_terms, pruned_top_n
 from kgrec.routes._kernels import merge_top
@@ -225,25 +226,24 @@ class KGRoute(SeedExpansionRoute):
         # seed s reaches node c with weight A[s, c]; item j is in node c with weight D[j, c]; the evidence
         # value is A[s, c] * D[j, c] (float32, as the sparse product gives it). A's entries are sorted by node
         # and looked up by binary search (a column-major copy would cost O(nodes) per call).
-        S = self.up[seeds]
-        a_seed = np.repeat(np.arange(len(seeds)), np.diff(S.indptr))
-        by_node = np.argsort(S.indices, kind="stable")
-        a_node, a_seed = S.indices[by_node], a_seed[by_node]
-        a_value = w[a_seed] * S.data[by_node]  # diags(w) @ up: float32 products
+        a_seed, a_node, a_data = row_entries(self.up, seeds)
+        by_node = np.argsort(a_node, kind="stable")
+        a_node, a_seed = a_node[by_node], a_seed[by_node]
+        a_value = w[a_seed] * a_data[by_node]  # diags(w) @ up: float32 products
         nodes, starts = np.unique(a_node, return_index=True)
-        D = self.down[items].tocoo()
-        at = np.minimum(np.searchsorted(nodes, D.col), max(len(nodes) - 1, 0))
-        hit = np.flatnonzero(nodes[at] == D.col) if len(nodes) else np.zeros(0, np.int64)
+        d_row, d_col, d_data = row_entries(self.down, items)
+        at = np.minimum(np.searchsorted(nodes, d_col), max(len(nodes) - 1, 0))
+        hit = np.flatnonzero(nodes[at] == d_col) if len(nodes) else np.zeros(0, np.int64)
         stops = np.r_[starts[1:], len(a_node)]
         pos, lens = ranges(starts[at[hit]], stops[at[hit]])
         entry = np.repeat(hit, lens)
-        value = a_value[pos] * D.data[entry]
+        value = a_value[pos] * d_data[entry]
         keep = value > 0
         entry, seed, value = entry[keep], a_seed[pos][keep], value[keep]
         first = np.lexsort((seed, -value, entry))  # per (item, node): the largest value, then the earlier seed
         first = first[np.r_[True, entry[first][1:] != entry[first][:-1]]]
         entry, seed, value = entry[first], seed[first], value[first]
-        row, col = D.row[entry], D.col[entry]
+        row, col = d_row[entry], d_col[entry]
         bought = " you bought" if query.item < 0 else ""
         nodes_named: dict[int, tuple[str, str]] = {}  # a node or seed recurs across items: name it once
         titles: dict[int, str] = {}

@@ -23,7 +23,7 @@ from graph_schema import CATEGORY, ITEM
 from kgrec.graph import KnowledgeGraph
 from kgrec.routes._common import (
     Names, Rows, SeedExpansionRoute, cap_columns, category_depth, check_interactions, excluded, exclusion_keys,
-    item_buyers, leaf_ancestors, ranges, row_product, seed_matrix, seed_row, top_n_rows,
+    item_buyers, leaf_ancestors, ranges, row_entries, row_product, seed_matrix, seed_row, top_n_rows,
 )
 from kgrec.routes._groups import GroupSource, ItemGroups, pair_terms, pruned_top_n
 from kgrec.routes._kernels import merge_top, stream_table
@@ -195,17 +195,17 @@ class PopularRoute(SeedExpansionRoute):
             row = share.indices, share.data
         order = np.argsort(row[0])
         cats, shares = row[0][order], row[1][order]
-        near = self._near[items].tocoo()
-        at = np.minimum(np.searchsorted(cats, near.col), max(len(cats) - 1, 0))
-        value = np.zeros(near.nnz, np.float32)
+        near_row, near_col, near_data = row_entries(self._near, items)
+        at = np.minimum(np.searchsorted(cats, near_col), max(len(cats) - 1, 0))
+        value = np.zeros(len(near_col), np.float32)
         if len(cats):
-            hit = cats[at] == near.col
-            value[hit] = shares[at[hit]] * near.data[hit]
+            hit = cats[at] == near_col
+            value[hit] = shares[at[hit]] * near_data[hit]
         keep = np.flatnonzero(value > 0)
-        best = keep[np.lexsort((near.col[keep], -value[keep], near.row[keep]))]
-        best = best[np.r_[True, near.row[best][1:] != near.row[best][:-1]]] if len(best) else best
+        best = keep[np.lexsort((near_col[keep], -value[keep], near_row[keep]))]
+        best = best[np.r_[True, near_row[best][1:] != near_row[best][:-1]]] if len(best) else best
         category = np.full(len(items), -1, np.int64)
-        category[near.row[best]] = near.col[best]
+        category[near_row[best]] = near_col[best]
         out: list[list[Evidence]] = []
         for buyers, c in zip(self.buyers[items].tolist(), category.tolist()):
             unit = "buyer" if buyers == 1 else "buyers"
