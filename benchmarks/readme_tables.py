@@ -203,7 +203,7 @@ def main() -> None:
                 ("itemcf.json", "Performance rows: item-CF vs implicit", itemcf_rows),
                 *((name, f"Performance rows: recall latency and throughput ({name})",
                    lambda report, name=name: recall_rows(report, f"benchmarks/results/{name}"))
-                  for name in ("recall.json", "recall-quick.json")),
+                  for name in ("recall.json", "recall-1m-no-ann.json", "recall-quick.json")),
                 ("encode.json", "Performance rows: text encoding", encode_rows),
                 ("build.json", "Build by stage and scaling (bench_build.py)", _build_table)]
     for name, title, render in sections:

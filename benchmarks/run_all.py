@@ -30,6 +30,9 @@ def commands(quick: bool) -> list[list[str]]:
     return [
         [py, str(HERE / "bench_load.py"), "--out", str(RESULTS / "load.json")],
         [py, str(HERE / "bench_recall.py")],
+        [py, str(HERE / "bench_recall.py"), "--only", "synthetic", "--synthetic-ann-dim", "0",
+         "--out", str(RESULTS / "recall-1m-no-ann.json")],
+        [py, str(HERE / "bench_ann_kinds.py")],
         [py, str(HERE / "bench_itemcf.py")],
         [py, str(HERE / "bench_build.py"), "--max-rss", "12", "--timeout", "90"],  # ~1 h 20 min here
     ]
