@@ -88,7 +88,7 @@ class ItemGroups:
         if not len(reach):
             return EMPTY_IDS, np.zeros(0, np.float32)
         if keyed:  # reach's rows of the other nodes, and the groups of a key in reach that hold another node
-            k = self.keyed
+            k = self.keyed  # (when reach is all of nodes, those rows already hold them: no search)
             touch = (k.touch_ptr, k.touch_groups, k.pair_ptr, k.pair_nodes, k.pair_groups,
                      EMPTY_IDS if reach is nodes else np.asarray(reach, np.int64))
         else:
