@@ -171,3 +171,16 @@ def test_add_items_makes_new_items_recallable_at_once(tmp_path):
         engine.add_items([new])
     again = KGRec.load(engine.save(tmp_path / "m"))
     assert "new1" in again.catalog.items
+
+
+def test_warm_up_builds_what_the_first_query_would():
+    """``warm_up`` leaves the KG and popular routes' item groups and key lists built (the first real query
+    would otherwise build them) and changes no answer."""
+    config = EngineConfig(routes=("itemcf", "kg", "popular"))
+    cold, warmed = KGRec.build(tiny_catalog(), config), KGRec.build(tiny_catalog(), config)
+    kg, popular = warmed.routes["kg"], warmed.routes["popular"]
+    assert "_groups" not in kg.__dict__ and "_groups" not in popular.__dict__
+    assert warmed.warm_up() >= 0
+    assert "keyed" in kg._groups[0].__dict__ and "keyed" in popular._groups.__dict__
+    users = [cold.catalog.users.external(u) for u in range(cold.catalog.n_users)]
+    assert [cold.recall(u, 5) for u in users] == [warmed.recall(u, 5) for u in users]
