@@ -369,10 +369,15 @@ def merge_top(items0, priority0, table0, groups0, factor0, keyed0, items1, prior
                 j, score = items1[at], _score(fac[s], priority1[at], single)
         size = _replace_top(hs, hj, hk, size, score, j)
     _set_positions(node_pos, nodes, 0)
-    out_j, out_s = out_j[:cnt], out_s[:cnt]
-    order = np.argsort(out_j, kind="mergesort")
-    order = order[np.argsort(-out_s[order], kind="mergesort")][:n]
-    return out_j[order], out_s[order]
+    return _best_first(out_j[:cnt], out_s[:cnt], n)
+
+
+@njit(cache=True, nogil=True)
+def _best_first(ids, scores, n):  # pragma: no cover
+    """The first ``n`` of ``(ids, scores)`` by score descending, ties: lower id."""
+    order = np.argsort(ids, kind="mergesort")
+    order = order[np.argsort(-scores[order], kind="mergesort")][:n]
+    return ids[order], scores[order]
 
 
 @njit(cache=True, nogil=True)
@@ -439,10 +444,7 @@ def best_n(ids, scores, exclude, n):  # pragma: no cover
         else:
             hs[0], hj[0] = s, j
             _sift_down(hs, hj, hk, size, 0, True)
-    out_j, out_s = hj[:size], hs[:size]
-    order = np.argsort(out_j, kind="mergesort")
-    order = order[np.argsort(-out_s[order], kind="mergesort")]
-    return out_j[order], out_s[order]
+    return _best_first(hj[:size], hs[:size], size)
 
 
 @njit(cache=True, nogil=True)
