@@ -143,10 +143,7 @@ def item_similarity(X: sp.csr_matrix, k: int, norms: np.ndarray | None = None, s
             v, ind, ptr = S.data, S.indices, S.indptr
         lens = np.diff(ptr)
         if norms is not None:
-            d = norms[ind]
-            d *= np.repeat(norms[a:b], lens)
-            d += shrink
-            v /= d
+            v /= _denominator(norms[ind], np.repeat(norms[a:b], lens), shrink)
         return _topk_off_diagonal(v, ind, ptr, a, n, k)
 
     t0 = time.perf_counter()
@@ -181,6 +178,14 @@ def _topk_off_diagonal(v: np.ndarray, ind: np.ndarray, ptr: np.ndarray, a: int, 
         return T
     keep = np.flatnonzero(~drop)
     return sp.csr_matrix((T.data[keep], T.indices[keep], np.searchsorted(keep, T.indptr)), shape=T.shape)
+
+
+def _denominator(col_norms: np.ndarray, row_norms: np.ndarray, shrink: float) -> np.ndarray:
+    """The cosine's divisor of each pair, ``norm_j * norm_i + shrink`` in float32: the build divides a pair's
+    product by it, and :meth:`ItemCFRoute.co_counts` multiplies a kept similarity by it to get the count back."""
+    d = col_norms * row_norms
+    d += np.float32(shrink)
+    return d
 
 
 def _inverse(x: np.ndarray) -> np.ndarray:
@@ -298,13 +303,9 @@ class ItemCFRoute(SeedExpansionRoute):
         todo = np.arange(len(a))
         if sims is not None and self._sim_counts and len(a):
             deg = self._degrees
-
-            def norm(i: np.ndarray) -> np.ndarray:  # as item_neighbours computes them
-                return np.sqrt(deg[i].astype(np.float64)).astype(np.float32)
-
-            d = norm(b) * norm(a)
-            d += np.float32(self.shrink)
-            exact = np.asarray(sims, np.float32).astype(np.float64) * d
+            norms = np.sqrt(deg[np.r_[b, a]].astype(np.float64)).astype(np.float32)  # as item_neighbours has them
+            exact = np.asarray(sims, np.float32).astype(np.float64) * _denominator(norms[:len(b)], norms[len(b):],
+                                                                                   self.shrink)
             count = np.rint(exact)
             ok = (np.abs(exact - count) <= count * 2.0**-20) & (count >= max(self.min_count, 1)) & \
                  (count <= np.minimum(deg[a], deg[b]))  # 2**-20: 16 times the rounding's bound
