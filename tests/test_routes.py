@@ -336,7 +336,7 @@ def test_ann_evidence_names_the_closest_seed_whatever_the_batch():
     """``AnnRoute.explain_many``: per item, the history item whose vector is closest (the first in history
     order on ties: two seeds share a vector here), with its cosine; an item explained alone gets the same
     evidence, to the bit, as in a batch of 300."""
-    from kgrec.routes.ann import AnnRoute
+    from kgrec.routes.ann import AnnRoute, _dots
 
     rng = np.random.default_rng(0)
     v = rng.standard_normal((500, 24)).astype(np.float32)
@@ -354,3 +354,5 @@ def test_ann_evidence_names_the_closest_seed_whatever_the_batch():
         assert ev[0].text == f'similar to "item {best}" (cosine {ev[0].value:.2f})'
         assert route.explain_many(q, np.array([i])) == [ev]
     assert route.explain_many(Query(), items[:3]) == [[], [], []]
+    seeds = v[[11, 3, 7, 42]]
+    assert np.array_equal(_dots(v[items], seeds, cells=100), _dots(v[items], seeds))  # blocks of rows: same bits

@@ -57,10 +57,15 @@ class AnnRoute:
         return out
 
 
-def _dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _dots(a: np.ndarray, b: np.ndarray, cells: int = 1 << 22) -> np.ndarray:
     """``a @ b.T`` (rows × rows), each dot product summed along the vector as ``np.sum`` does: the same bits for a
-    pair whatever else is in the batch (BLAS may sum a matrix product and a vector product differently)."""
-    return (a[:, None, :] * b[None, :, :]).sum(axis=-1)
+    pair whatever else is in the batch (BLAS may sum a matrix product and a vector product differently). Rows of
+    ``a`` go by blocks of about ``cells`` products, so a long history does not make a huge temporary."""
+    step = max(1, cells // max(b.size, 1))
+    out = np.empty((len(a), len(b)), np.result_type(a, b))
+    for i in range(0, len(a), step):
+        out[i:i + step] = (a[i:i + step, None, :] * b[None, :, :]).sum(axis=-1)
+    return out
 
 
 class TextRoute:
