@@ -152,10 +152,11 @@ class KGRoute(SeedExpansionRoute):
         brand = nodes < self._brand_nodes
         by_all, by_category = self._groups
         # items of the query's brands: groups with another of its nodes now, those with its brand alone lazily
-        g1, t1 = by_all.terms(nodes, weights, reach=nodes[brand], keyed=True)
+        brands = nodes[brand]
+        g1, t1 = by_all.terms(nodes, weights, reach=brands, keyed=True)
         g2, t2 = by_category.terms(nodes[~brand], weights[~brand])  # the others: no brand term
         ids, scores = merge_top(by_all.items, by_all.item_priority, by_all.table, g1, t1.astype(np.float64),
-                                by_all.lazy(nodes[brand], weights[brand], 0.0), by_category.items,
+                                by_all.lazy(brands, weights[brand], 0.0), by_category.items,
                                 by_category.item_priority, by_category.table, g2, t2.astype(np.float64), True, True,
                                 by_all.item_group, np.sort(excluded(query)), n)
         return ids, scores.astype(np.float32)  # float32 products: exact
